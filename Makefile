@@ -1,0 +1,41 @@
+# modelport — build, serve, test. Every target creates the environment it needs.
+#   make serve                     convert the bundled examples and serve them on :5000
+#   make test                      the whole test suite (what CI runs)
+#   make convert MODEL=SRC NAME=N  convert one model into ./models
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+SERVE_VENV := $(VENV)/serve
+DEV_VENV := $(VENV)/dev
+SERVE_PY := $(SERVE_VENV)/bin/python
+DEV_PY := $(DEV_VENV)/bin/python
+REPOSITORY ?= models
+PORT ?= 5000
+HOST ?= 0.0.0.0
+VERSION ?= 1
+TORCH_INDEX ?=
+PYTEST_ARGS ?=
+ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman || echo docker))
+
+.PHONY: install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml
+
+install: install-serve install-dev
+
+install-serve: $(SERVE_VENV)/.stamp
+install-dev: $(DEV_VENV)/.stamp
+
+# The serving environment: runtime dependencies only (both engines, each imported lazily).
+$(SERVE_VENV)/.stamp: runtime/requirements.txt runtime/requirements-pmml.txt runtime/requirements-common.txt
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install -q --upgrade pip
+	$(SERVE_PY) -m pip install -q -r runtime/requirements.txt -r runtime/requirements-pmml.txt
+	touch $@
+
+# The converter + test environment. torch goes first, pinned, so nothing pulls a CUDA build.
+$(DEV_VENV)/.stamp: convert/requirements.txt convert/requirements-nodeps.txt requirements-dev.txt runtime/requirements.txt
+	$(PYTHON) -m venv $(DEV_VENV)
+	$(DEV_PY) -m pip install -q --upgrade pip
+	$(DEV_PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(DEV_PY) -m pip install -q torch==2.13.0 -r convert/requirements.txt -r requirements-dev.txt
+	$(DEV_PY) -m pip install -q --no-deps -r convert/requirements-nodeps.txt
+	touch $@
