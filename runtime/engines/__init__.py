@@ -35,6 +35,12 @@ class Engine(Protocol):
 
     manifest: Manifest
 
+    def validate(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Check decoded request tensors against the model (names, datatypes, shapes, PMML fields)
+        and return them ready for ``predict``; raise ``runtime.errors.BadRequest`` naming the
+        offending input. Runs on the event loop before queueing, so it must be cheap."""
+        ...
+
     def predict(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         """Run the model. ``inputs`` are already validated against ``manifest.inputs``."""
         ...
