@@ -39,3 +39,13 @@ $(DEV_VENV)/.stamp: convert/requirements.txt convert/requirements-nodeps.txt req
 	$(DEV_PY) -m pip install -q torch==2.13.0 -r convert/requirements.txt -r requirements-dev.txt
 	$(DEV_PY) -m pip install -q --no-deps -r convert/requirements-nodeps.txt
 	touch $@
+
+# ---- tests ---------------------------------------------------------------------------------
+# The whole suite: runtime, converters (real TensorFlow/PyTorch/scikit-learn models), PMML on a
+# real JVM, reliability. The server under test runs from .venv/serve, so the runtime is proven slim.
+test: install
+	$(DEV_PY) -m pytest -q -rs $(PYTEST_ARGS)
+
+lint: install-dev
+	$(DEV_VENV)/bin/ruff check .
+	$(DEV_VENV)/bin/ruff format --check .
