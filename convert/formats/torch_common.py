@@ -206,7 +206,7 @@ def run_module(module: Any, args: tuple[Any, ...], examples: Sequence[ExampleInp
     except Exception as exc:
         described = ", ".join(f"{e.name}={','.join(map(str, e.shape))} {e.datatype}" for e in examples)
         raise ConversionError(
-            f"{source}: forward() failed on the example inputs ({described}): {_first_line(exc)}. "
+            f"{source}: forward() failed on the example inputs ({described}): {first_line(exc)}. "
             f"Check that --input-shape gives one input per forward() argument, in order, "
             f"with the right shape, and --input-dtype the right type"
         ) from exc
@@ -361,7 +361,7 @@ def export_module(
         try:
             export[exporter](module, args, examples, names, path, options.opset)
         except Exception as exc:
-            failures.append(f"{exporter} exporter: {_first_line(exc)}")
+            failures.append(f"{exporter} exporter: {first_line(exc)}")
             continue
         detail["exporter"] = exporter
         break
@@ -411,7 +411,7 @@ def model_file(source: Path, fmt: str) -> Path:
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The innermost cause's first line: the exporters wrap the real reason in a generic banner."""
     while exc.__cause__ is not None:
         exc = exc.__cause__

@@ -25,7 +25,7 @@ from typing import Any
 
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
-from convert.formats.torch_common import example_inputs, export_module, model_file
+from convert.formats.torch_common import example_inputs, export_module, first_line, model_file
 
 STATE_DICT_HELP = (
     "a state_dict holds only the weights, not the architecture that uses them, so there is nothing to "
@@ -54,14 +54,14 @@ def refuse_weights_only(path: Path) -> None:
 
     try:
         content = torch.load(str(path), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        return  # needs real classes: a pickled module (or something else that names classes)
+    except pickle.UnpicklingError as exc:
+        if "weights only load failed" in str(exc).lower():
+            return  # it names classes beyond tensors: a pickled module, or something else
+        raise ConversionError(f"{path}: not a file written by torch.save: {first_line(exc)}") from exc
     except Exception as exc:
         if is_torchscript_archive(path):
             return
-        raise ConversionError(
-            f"{path}: not a file written by torch.save: {type(exc).__name__}: {_first_line(exc)}"
-        ) from exc
+        raise ConversionError(f"{path}: not a file written by torch.save: {first_line(exc)}") from exc
     raise ConversionError(f"{path}: {describe_weights(content)}; {STATE_DICT_HELP}")
 
 
@@ -92,17 +92,26 @@ def is_torchscript_archive(path: Path) -> bool:
 # ---- loading, which runs the file's code --------------------------------------------------------
 def module_search_dirs(path: Path, root: Path | None) -> list[Path]:
     """The .pt's directory, then its parents up to ``root`` (the unpacked archive). Without a root,
-    climb while inside the old platform's ``model/model/`` layout or a Python package."""
+    the old platform's layout gives one (the directory holding ``model/model/``); failing that, climb
+    only out of Python packages, so nothing outside the model's own files becomes importable."""
     directory = path.resolve().parent
+    if root is None:
+        root = next(
+            (
+                d.parent.parent
+                for d in (directory, *directory.parents)
+                if d.name == "model" and d.parent.name == "model"
+            ),
+            None,
+        )
     dirs = [directory]
-    if root is not None:
+    if root is not None and directory.is_relative_to(Path(root).resolve()):
         root = Path(root).resolve()
-        if directory.is_relative_to(root):
-            while directory != root:
-                directory = directory.parent
-                dirs.append(directory)
+        while directory != root:
+            directory = directory.parent
+            dirs.append(directory)
         return dirs
-    while (directory.name == "model" or (directory / "__init__.py").exists()) and directory.parent != directory:
+    while (directory / "__init__.py").exists() and directory.parent != directory:
         directory = directory.parent
         dirs.append(directory)
     return dirs
@@ -148,10 +157,12 @@ def load_module(path: Path, import_dirs: list[Path]) -> tuple[Any, dict[str, Any
                 f"ship the module version the model was saved with"
             )
         else:
-            message = f"{type(exc).__name__}: {_first_line(exc)}"
+            message = first_line(exc)
         raise ConversionError(f"{path}: cannot unpickle the model: {message}") from exc
+    except (pickle.UnpicklingError, EOFError) as exc:
+        raise ConversionError(f"{path}: not a file written by torch.save, or truncated: {first_line(exc)}") from exc
     except Exception as exc:
-        raise ConversionError(f"{path}: cannot unpickle the model: {type(exc).__name__}: {_first_line(exc)}") from exc
+        raise ConversionError(f"{path}: cannot unpickle the model: {first_line(exc)}") from exc
     module, how = unwrap_module(loaded, path)
     detail: dict[str, Any] = {"loaded_as": how, "class": f"{type(module).__module__}.{type(module).__qualname__}"}
     if resolved:
@@ -225,8 +236,3 @@ def _is_script_module(module: Any) -> bool:
     import torch
 
     return isinstance(module, torch.jit.ScriptModule)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
-from convert.formats.torch_common import example_inputs, export_module, model_file
+from convert.formats.torch_common import example_inputs, export_module, first_line, model_file
 
 
 def load_torchscript(path: Path):
@@ -21,8 +21,7 @@ def load_torchscript(path: Path):
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise ConversionError(
-            f"{path}: not a loadable TorchScript archive (torch.jit.save): {type(exc).__name__}: "
-            f"{str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            f"{path}: not a loadable TorchScript archive (torch.jit.save): {first_line(exc)}"
         ) from exc
 
 
