@@ -21,7 +21,8 @@ def load_torchscript(path: Path):
         return torch.jit.load(str(path), map_location="cpu")
     except Exception as exc:
         raise ConversionError(
-            f"{path}: not a loadable TorchScript archive (torch.jit.save): {first_line(exc)}"
+            f"{path}: not a loadable TorchScript archive (torch.jit.save): {first_line(exc)}; "
+            f"a model written by torch.save(model) converts with --format torch_pickle"
         ) from exc
 
 
