@@ -349,6 +349,12 @@ def export_module(
     args = to_torch(arrays, examples)
     flat, keys = flatten_outputs(run_module(module, args, examples, source), source)
     names = output_names(len(flat), keys, options, source)
+    if keys is not None and tuple(exporters) == ("torchscript",):
+        raise ConversionError(
+            f"{source}: forward() returns a dict ({', '.join(keys)}), which the TorchScript exporter cannot "
+            f"export; save a module that returns a tuple, or the eager module with torch.save(model) "
+            f"(exported by the dynamo exporter, which names the outputs after the keys)"
+        )
 
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / "model.onnx"

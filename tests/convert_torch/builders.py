@@ -26,6 +26,7 @@ MODELS: dict[str, tuple[str, dict[str, tuple[list[int], str]]]] = {
     "two_io": ("TwoInTwoOut", {"a": ([3, 4], "float32"), "b": ([3, 2], "float32")}),
     "embedding": ("EmbeddingBagOfWords", {"ids": ([3, 5], "int64")}),
     "data_dependent": ("DataDependent", {"x": ([3, 4], "float32")}),
+    "dict_heads": ("DictHeads", {"x": ([3, 5], "float32")}),
 }
 
 # A class defined in the training script itself: its pickle refers to ``__main__.MainMLP``.
@@ -74,13 +75,13 @@ def save_all(kind, model, inputs):
     arrays = arrays_for(inputs, 3)
     with torch.no_grad():
         result = model(*(torch.from_numpy(a) for a in arrays.values()))
-    outs = result if isinstance(result, tuple) else (result,)
+    outs = tuple(result.values()) if isinstance(result, dict) else result if isinstance(result, tuple) else (result,)
     np.savez(out / f"{{kind}}_io.npz", **{{"in_" + k: v for k, v in arrays.items()}},
              **{{f"out_{{i}}": o.numpy() for i, o in enumerate(outs)}})
     torch.save(model, out / f"{{kind}}_pickle.pt")
     torch.jit.save(torch.jit.script(model), out / f"{{kind}}_script.pt")
     example = tuple(torch.from_numpy(a) for a in arrays_for(inputs, 2).values())
-    torch.jit.save(torch.jit.trace(model, example, check_trace=False), out / f"{{kind}}_trace.pt")
+    torch.jit.save(torch.jit.trace(model, example, check_trace=False, strict=False), out / f"{{kind}}_trace.pt")
 
 
 for kind, (cls, inputs) in MODELS.items():

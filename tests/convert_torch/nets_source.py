@@ -55,6 +55,16 @@ class EmbeddingBagOfWords(nn.Module):
         return self.fc(self.embedding(ids).mean(dim=1))
 
 
+class DictHeads(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(5, 4)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        hidden = self.fc(x)
+        return {"mean": hidden[:, :2], "scale": torch.exp(hidden[:, 2:])}
+
+
 class DataDependent(nn.Module):
     """torch.export refuses a branch on a tensor's value; the TorchScript exporter traces it."""
 
