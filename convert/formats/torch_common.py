@@ -379,8 +379,10 @@ def export_module(
         notes.append(f"fell back to the {detail['exporter']} exporter after: {failures[0]}")
 
     inputs, outputs, opset = onnx_specs(path, examples, names, source)
-    if opset != options.opset:
+    if opset > options.opset:
         notes.append(f"opset {opset} written ({options.opset} requested; the {detail['exporter']} exporter's minimum)")
+    elif opset != options.opset:
+        notes.append(f"opset {opset} written ({options.opset} requested)")
     return Converted(
         model_path=path,
         format="onnx",

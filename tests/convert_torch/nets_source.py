@@ -62,7 +62,8 @@ class DictHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         hidden = self.fc(x)
-        return {"mean": hidden[:, :2], "scale": torch.exp(hidden[:, 2:])}
+        # Not in alphabetical order: the exporters must keep insertion order, as the names do.
+        return {"scale": torch.exp(hidden[:, 2:]), "mean": hidden[:, :2]}
 
 
 class DataDependent(nn.Module):
