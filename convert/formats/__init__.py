@@ -65,6 +65,7 @@ class ConvertOptions:
     rtol: float = 1e-3
     verify_batch: int = 4
     seed: int = 0
+    max_batch_size: int = 64  # --max-batch-size: recorded for models with a dynamic batch axis
 
 
 @dataclass

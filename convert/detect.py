@@ -1,0 +1,398 @@
+"""Recognise a model's format from its structure, never by running it.
+
+Everything here reads bytes: magic numbers, zip entry names, protobuf wire structure, pickle
+opcodes (``pickletools.genops`` walks them without executing anything), the first XML element.
+Only h5py is imported (lazily, for HDF5 attributes); TensorFlow and torch never are. Whatever the
+input, the only exception that leaves ``detect`` is ``DetectionError``.
+"""
+
+from __future__ import annotations
+
+import bz2
+import io
+import lzma
+import pickletools
+import re
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convert.errors import DetectionError
+from convert.formats import CONVERTERS
+
+SUPPORTED = (
+    "Keras .h5 (keras_h5), Keras .keras (keras), TensorFlow SavedModel directory (savedmodel), "
+    "frozen GraphDef .pb (graphdef), TF1 checkpoint directory (checkpoint), TorchScript archive (torchscript), "
+    "torch.save pickle (torch_pickle), scikit-learn pickle/joblib (sklearn), ONNX (onnx), PMML (pmml)"
+)
+DIRECTORY_FORMATS = {"savedmodel", "checkpoint"}
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+SCAN_BYTES = 64 << 20  # pickle opcodes and protobuf fields read at most this far
+MAX_DIR_FILES = 2000
+
+
+@dataclass
+class Detection:
+    """``path`` is what the converter receives: the model file, or the directory for directory formats."""
+
+    format: str
+    path: Path
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def detect(root: Path) -> Detection:
+    """Detect the format of a file or of a model root directory."""
+    root = Path(root)
+    try:
+        if root.is_dir():
+            return _detect_dir(root)
+        found = sniff_file(root)
+        if isinstance(found, Detection):
+            return found
+        raise DetectionError(f"{root}: {found}; supported: {SUPPORTED}")
+    except DetectionError:
+        raise
+    except Exception as exc:  # an unreadable file or a parser surprise is still "not recognised"
+        raise DetectionError(f"{root}: cannot read it to detect the format ({type(exc).__name__}: {exc})") from None
+
+
+def locate(root: Path, fmt: str) -> Detection:
+    """With ``--format`` given: the path the converter for ``fmt`` should receive."""
+    root = Path(root)
+    if fmt not in CONVERTERS:
+        raise DetectionError(f"unknown format {fmt!r}; supported: {', '.join(sorted(CONVERTERS))}")
+    if fmt in DIRECTORY_FORMATS:
+        return Detection(fmt, root if root.is_dir() else root.parent, {"forced": True})
+    if root.is_dir():
+        with_format = []
+        for path in _files(root):
+            try:
+                found = sniff_file(path)
+            except Exception:
+                continue
+            if isinstance(found, Detection) and _family(found.format) == _family(fmt):
+                with_format.append(found)
+        if len(with_format) == 1:
+            return Detection(fmt, with_format[0].path, {**with_format[0].detail, "forced": True})
+    return Detection(fmt, root, {"forced": True})
+
+
+def _family(fmt: str) -> str:
+    return {"keras_h5": "keras", "torchscript": "torch", "torch_pickle": "torch"}.get(fmt, fmt)
+
+
+# ---- directories -------------------------------------------------------------------------------
+
+
+def _files(root: Path) -> list[Path]:
+    files = []
+    for path in sorted(root.rglob("*")):
+        if len(files) >= MAX_DIR_FILES:
+            break
+        if (
+            path.is_file()
+            and not path.is_symlink()
+            and not any(p.startswith(".") for p in path.relative_to(root).parts)
+        ):
+            files.append(path)
+    return files
+
+
+def _detect_dir(root: Path) -> Detection:
+    names = {p.name for p in root.iterdir()}
+    if "saved_model.pb" in names or "saved_model.pbtxt" in names:
+        if (root / "variables").is_dir():
+            return Detection("savedmodel", root)
+        raise DetectionError(
+            f"{root}: has saved_model.pb but no variables/ directory; a SavedModel directory needs both"
+        )
+    indexes = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(".index"))
+    if indexes and any(re.search(r"\.data-\d+-of-\d+$", n) for n in names):
+        return Detection("checkpoint", root, {"index_files": [p.name for p in indexes]})
+    files = _files(root)
+    recognised: list[Detection] = []
+    seen: list[str] = []
+    for path in files:
+        found = sniff_file(path)
+        if isinstance(found, Detection):
+            recognised.append(found)
+        else:
+            seen.append(f"{path.relative_to(root)} ({found})")
+    if len(recognised) == 1:
+        return recognised[0]
+    if len(recognised) > 1:
+        listing = ", ".join(f"{d.path.relative_to(root)} ({d.format})" for d in recognised)
+        raise DetectionError(f"{root}: more than one model found: {listing}; keep one, or point SOURCE at one file")
+    listing = "; ".join(seen[:10]) + (f"; and {len(seen) - 10} more" if len(seen) > 10 else "")
+    raise DetectionError(
+        f"{root}: no model found among {len(files)} files ({listing or 'none'}); supported: {SUPPORTED}"
+    )
+
+
+# ---- single files ------------------------------------------------------------------------------
+
+
+def sniff_file(path: Path) -> Detection | str:
+    """A Detection, or a short description of what the file is instead (for error messages)."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "empty file"
+    if _is_hdf5(path, head):
+        return _detect_hdf5(path)
+    if head[:4] == b"PK\x03\x04" or head[:4] == b"PK\x05\x06":
+        return _detect_zip(path)
+    if head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5:
+        return _detect_pickle(path, _read_head(path))
+    decompressed = _decompress_head(path, head)
+    if decompressed is not None and decompressed[:1] == b"\x80":
+        found = _detect_pickle(path, decompressed)
+        if isinstance(found, Detection):
+            found.detail["compressed"] = True
+        return found
+    if decompressed is not None:
+        return "a compressed file that is not a pickle (a .tar.gz archive is unpacked only as SOURCE itself)"
+    if _looks_like_pmml(head):
+        return Detection("pmml", path)
+    if head.lstrip()[:1] == b"<":
+        return "an XML/HTML document whose root element is not PMML"
+    return _detect_protobuf(path)
+
+
+def _read_head(path: Path, limit: int = SCAN_BYTES) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(limit)
+
+
+def _is_hdf5(path: Path, head: bytes) -> bool:
+    if head.startswith(HDF5_SIGNATURE):
+        return True
+    with open(path, "rb") as f:  # HDF5 allows a user block of 512, 1024, 2048... bytes before the signature
+        for offset in (512, 1024, 2048):
+            f.seek(offset)
+            if f.read(8) == HDF5_SIGNATURE:
+                return True
+    return False
+
+
+def _detect_hdf5(path: Path) -> Detection | str:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            attrs = h5.attrs
+            if "model_config" not in attrs:
+                if "layer_names" in attrs or "model_weights" in h5:
+                    return "an HDF5 file with weights but no model_config (model.save_weights): save the whole model"
+                return "an HDF5 file without a Keras model_config"
+            version = attrs.get("keras_version")
+            backend = attrs.get("backend")
+    except Exception as exc:
+        return f"an HDF5 file that h5py cannot open ({type(exc).__name__})"
+    detail = {"keras_version": _text(version), "backend": _text(backend)}
+    return Detection("keras_h5", path, detail)
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+def _detect_zip(path: Path) -> Detection | str:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = zf.namelist()
+    except Exception as exc:
+        return f"a corrupt zip file ({type(exc).__name__})"
+    top = set(names)
+    if "config.json" in top and "metadata.json" in top:
+        return Detection("keras", path)
+    tails = {n.split("/", 1)[1] if "/" in n else n for n in names}
+    if "constants.pkl" in tails or any(t.startswith("code/") for t in tails):
+        return Detection("torchscript", path)
+    if "data.pkl" in tails:
+        return Detection("torch_pickle", path)
+    return "a zip archive holding no model (an archive is unpacked only as SOURCE itself)"
+
+
+def _decompress_head(path: Path, head: bytes, limit: int = 8 << 20) -> bytes | None:
+    """joblib's compressed pickles: zlib, gzip, bz2, xz, lzma. The first ``limit`` bytes, or None."""
+    if head[:2] == b"\x1f\x8b":
+        decompressor: Any = zlib.decompressobj(wbits=31)
+    elif head[:1] == b"\x78" and head[1:2] in (b"\x01", b"\x5e", b"\x9c", b"\xda"):
+        decompressor = zlib.decompressobj()
+    elif head[:3] == b"BZh":
+        decompressor = bz2.BZ2Decompressor()
+    elif head[:6] == b"\xfd7zXZ\x00" or head[:3] == b"]\x00\x00":
+        decompressor = lzma.LZMADecompressor()
+    else:
+        return None
+    try:
+        with open(path, "rb") as f:
+            compressed = f.read(4 << 20)
+        return decompressor.decompress(compressed, max_length=limit) or None
+    except Exception:
+        return None
+
+
+def _pickle_modules(data: bytes) -> set[str]:
+    """Module names a pickle's opcodes import (GLOBAL, or the strings before STACK_GLOBAL).
+
+    Walks opcodes only, until STOP or the first byte that is not an opcode (joblib writes raw
+    array bytes in the stream); the modules that matter come first.
+    """
+    modules: set[str] = set()
+    strings: list[str] = []
+    try:
+        for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
+            if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
+                modules.add(arg.split(" ", 1)[0])
+            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE") and isinstance(arg, str):
+                strings.append(arg)
+                if arg.split(".", 1)[0] in ("sklearn", "torch"):
+                    modules.add(arg)
+            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
+                modules.add(strings[-2])
+    except Exception:
+        pass
+    return modules
+
+
+def _detect_pickle(path: Path, data: bytes) -> Detection | str:
+    modules = _pickle_modules(data)
+    roots = {m.split(".", 1)[0] for m in modules}
+    if "sklearn" in roots:
+        return Detection("sklearn", path, {"modules": sorted(m for m in modules if m.startswith("sklearn"))[:20]})
+    if "torch" in roots:
+        return Detection("torch_pickle", path)
+    if roots:
+        return f"a Python pickle of {', '.join(sorted(roots)[:8])} objects (not scikit-learn or torch)"
+    return "a Python pickle that references no known model library"
+
+
+PMML_ROOT = re.compile(rb"^<(?:[A-Za-z_][\w.-]*:)?PMML[\s>/]")
+
+
+def _looks_like_pmml(head: bytes) -> bool:
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    # skip the XML declaration, processing instructions, comments and a DOCTYPE before the root
+    for _ in range(32):
+        if text.startswith(b"<?"):
+            end = text.find(b"?>")
+        elif text.startswith(b"<!--"):
+            end = text.find(b"-->")
+        elif text.startswith(b"<!"):
+            end = text.find(b">")
+        else:
+            break
+        if end < 0:
+            return False
+        text = text[end + 2 :].lstrip(b"> \t\r\n")
+    return bool(PMML_ROOT.match(text))
+
+
+# ---- protobuf: ONNX ModelProto vs TensorFlow GraphDef, by wire structure ----------------------
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+
+
+def _fields(data: bytes, limit: int | None = None) -> list[tuple[int, int, bytes | int]]:
+    """Top-level (field number, wire type, value) of a protobuf message; ValueError if malformed."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        key, pos = _varint(data, pos)
+        number, wire = key >> 3, key & 7
+        if number == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            value, pos = _varint(data, pos)
+            out.append((number, wire, value))
+        elif wire == 1:
+            pos += 8
+            out.append((number, wire, 0))
+        elif wire == 5:
+            pos += 4
+            out.append((number, wire, 0))
+        elif wire == 2:
+            length, pos = _varint(data, pos)
+            if pos + length > len(data):
+                raise ValueError("truncated field")
+            out.append((number, wire, data[pos : pos + length]))
+            pos += length
+        else:
+            raise ValueError(f"wire type {wire}")
+        if pos > len(data):
+            raise ValueError("truncated field")
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _detect_protobuf(path: Path) -> Detection | str:
+    size = path.stat().st_size
+    if size > SCAN_BYTES * 32:  # a 2 GiB protobuf is not a model file we can parse
+        return f"a {size}-byte file of unknown format"
+    data = path.read_bytes()
+    try:
+        fields = _fields(data)
+    except ValueError:
+        return "not a recognised model file (not HDF5, zip, pickle, protobuf or PMML)"
+    numbers = {(n, w) for n, w, _ in fields}
+    if (7, 2) in numbers and ((1, 0) in numbers or (8, 2) in numbers) and _is_onnx_graph(fields):
+        return Detection("onnx", path)
+    if (1, 2) in numbers and {n for n, _ in numbers} <= {1, 2, 3, 4} and _is_graphdef(fields):
+        return Detection("graphdef", path)
+    if (1, 0) in numbers and (2, 2) in numbers and {n for n, _ in numbers} <= {1, 2}:
+        if path.name == "saved_model.pb":
+            return "saved_model.pb without its variables/ directory (pass the SavedModel directory)"
+        return "a SavedModel protobuf (pass the SavedModel directory holding it and variables/)"
+    return "a protobuf-like file that is neither an ONNX model nor a TensorFlow GraphDef"
+
+
+def _is_onnx_graph(fields: list[tuple[int, int, bytes | int]]) -> bool:
+    graph = next(v for n, w, v in fields if n == 7 and w == 2)
+    assert isinstance(graph, bytes)
+    try:
+        graph_fields = _fields(graph)
+    except ValueError:
+        return False
+    # GraphProto: node=1, name=2, initializer=5, doc=10, input=11, output=12, value_info=13, ...
+    return any(n in (1, 11, 12) for n, _, _ in graph_fields)
+
+
+def _is_graphdef(fields: list[tuple[int, int, bytes | int]]) -> bool:
+    nodes = [v for n, w, v in fields if n == 1 and w == 2]
+    for node in nodes[:3]:
+        assert isinstance(node, bytes)
+        try:
+            node_fields = _fields(node)
+        except ValueError:
+            return False
+        # NodeDef: name=1 (string), op=2 (string)
+        ops = [v for n, w, v in node_fields if n == 2 and w == 2]
+        names = [v for n, w, v in node_fields if n == 1 and w == 2]
+        if not ops or not names or not all(isinstance(o, bytes) and _is_identifier(o) for o in ops):
+            return False
+    return bool(nodes)
+
+
+def _is_identifier(value: bytes) -> bool:
+    return bool(re.fullmatch(rb"[A-Za-z_][A-Za-z0-9_>]*", value))

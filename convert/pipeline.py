@@ -1,0 +1,266 @@
+"""SOURCE -> bundle: fetch, unpack, detect, convert + verify (in a child process), write.
+
+The converter and the verification run together in a "spawn" child: TensorFlow and torch keep
+memory and threads for the life of a process, and a converter that segfaults must not take the
+CLI with it. Only picklable data comes back (``Converted`` without its callables, and ``Parity``).
+Nothing touches the repository until the very last step, which is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import multiprocessing
+import os
+import signal
+import sys
+import traceback
+import types
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from convert import bundle, detect, errors, image
+from convert.errors import ConversionError
+from convert.fetch import fetch
+from convert.formats import Converted, ConvertOptions, get_converter
+from convert.unpack import archive_kind, find_model_root, unpack
+from runtime.artifacts import DEFAULT_LIMITS, DEFAULT_POLICY, DownloadPolicy, ExtractLimits, temporary_directory
+from runtime.manifest import Manifest, Parity, SourceInfo
+
+MAX_NESTED_ARCHIVES = 2
+DEBUG_ENV = "MODELPORT_DEBUG"  # set to 1: print the converter's traceback on unexpected errors
+INPROCESS_ENV = "MODELPORT_CONVERT_INPROCESS"  # set to 1: no child process (debugging)
+
+
+def convert_model(
+    source: str | Path | None,
+    repository: Path,
+    name: str,
+    version: str = "1",
+    options: ConvertOptions | None = None,
+    *,
+    force: bool = False,
+    policy: DownloadPolicy = DEFAULT_POLICY,
+    limits: ExtractLimits = DEFAULT_LIMITS,
+    env: Mapping[str, str] | None = None,
+    subprocess: bool | None = None,
+) -> Manifest:
+    """Convert ``source`` (path, URL, or None for the model repository) into REPO/NAME/VERSION."""
+    options = options or ConvertOptions()
+    version = str(version)
+    bundle.check_target(repository, name, version, force)
+    if subprocess is None:
+        subprocess = os.environ.get(INPROCESS_ENV) != "1"
+    with temporary_directory(prefix="modelport-convert-") as workdir:
+        local, location = fetch(source, workdir, policy=policy, env=env)
+        root = prepare(local, workdir, limits)
+        found = detect.locate(root, options.format) if options.format else detect.detect(root)
+        output_dir = workdir / "converted"
+        output_dir.mkdir()
+        run = run_in_child if subprocess else run_here
+        converted, parity = run(found, options, output_dir)
+        manifest = build_manifest(converted, parity, found, location, name, version, options)
+        bundle.write_bundle(repository, manifest, converted.model_path, force=force)
+    return manifest
+
+
+def prepare(local: Path, workdir: Path, limits: ExtractLimits) -> Path:
+    """The model root: archives (that are not themselves model files) unpacked, wrappers skipped."""
+    current = local
+    for depth in range(MAX_NESTED_ARCHIVES + 1):
+        if current.is_dir():
+            current = find_model_root(current)
+            single = _single_file(current)
+            if single is None:
+                return current
+            current = single
+        if not _is_plain_archive(current):
+            return current
+        if depth == MAX_NESTED_ARCHIVES:
+            raise errors.UnpackError(f"{current}: archives nested more than {MAX_NESTED_ARCHIVES} deep")
+        current = unpack(current, workdir / f"unpacked-{depth}", limits)
+    return current
+
+
+def _single_file(directory: Path) -> Path | None:
+    entries = [p for p in directory.iterdir() if not p.name.startswith(".")]
+    return entries[0] if len(entries) == 1 and entries[0].is_file() else None
+
+
+def _is_plain_archive(path: Path) -> bool:
+    if archive_kind(path) is None:
+        return False
+    try:
+        return not isinstance(detect.sniff_file(path), detect.Detection)  # .keras, torch zips, joblib.gz
+    except Exception:
+        return True
+
+
+# ---- conversion + verification, in a child process ---------------------------------------------
+
+
+def convert_and_verify(found: detect.Detection, options: ConvertOptions, workdir: Path) -> tuple[Converted, Parity]:
+    """Runs in the child: the converter, then verification against the source framework."""
+    from convert import verify  # imports the engine only where it runs
+
+    try:
+        converter = get_converter(found.format)
+    except ImportError as exc:
+        raise ConversionError(f"{found.path}: the {found.format} converter is not available: {exc}") from None
+    options = dataclasses.replace(options, format=found.format)
+    converted = converter(found.path, options, workdir)
+    if converted.format == "onnx":
+        converted.image = image.apply(converted.inputs, converted.image, options.image)
+    if options.verify:
+        parity = verify.verify(converted, options)
+    else:
+        parity = Parity(verified=False, notes=[*converted.notes, "verification skipped (--no-verify)"])
+    return dataclasses.replace(converted, reference=None, make_inputs=None), parity
+
+
+def run_here(found: detect.Detection, options: ConvertOptions, workdir: Path) -> tuple[Converted, Parity]:
+    try:
+        return convert_and_verify(found, options, workdir)
+    except ConversionError:
+        raise
+    except Exception as exc:
+        raise _unexpected(found, exc) from exc
+
+
+def run_in_child(found: detect.Detection, options: ConvertOptions, workdir: Path) -> tuple[Converted, Parity]:
+    context = multiprocessing.get_context("spawn")
+    receiver, sender = context.Pipe(duplex=False)
+    child = context.Process(target=_child_main, args=(sender, found, options, workdir), name="modelport-convert")
+    with _plain_main():
+        child.start()
+    sender.close()
+    try:
+        try:
+            kind, payload = receiver.recv()
+        except EOFError:
+            child.join()
+            raise ConversionError(
+                f"{found.path}: the {found.format} converter crashed ({_exit_reason(child.exitcode)})"
+            ) from None
+        child.join()
+    finally:
+        if child.is_alive():
+            child.terminate()
+            child.join(5)
+            if child.is_alive():
+                child.kill()
+                child.join()
+        receiver.close()
+    if kind == "ok":
+        return payload
+    class_name, message, exit_code = payload
+    error_class = getattr(errors, class_name, None)
+    if isinstance(error_class, type) and issubclass(error_class, ConversionError):
+        raise error_class(message)
+    error = ConversionError(message)
+    error.exit_code = exit_code
+    raise error
+
+
+@contextlib.contextmanager
+def _plain_main() -> Iterator[None]:
+    """Start the child without re-running the caller's ``__main__`` (spawn does by default): the
+    child needs only convert/, and a script read from stdin or lacking a main guard would break."""
+    real = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = real
+
+
+def _child_main(sender, found: detect.Detection, options: ConvertOptions, workdir: Path) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches both
+    try:
+        result: tuple = ("ok", convert_and_verify(found, options, workdir))
+    except ConversionError as exc:
+        result = ("error", (type(exc).__name__, str(exc), exc.exit_code))
+    except BaseException as exc:
+        wrapped = _unexpected(found, exc)
+        result = ("error", ("ConversionError", str(wrapped), wrapped.exit_code))
+    try:
+        sender.send(result)
+    except Exception as exc:  # an unpicklable result is a converter bug; say so rather than hang
+        sender.send(("error", ("ConversionError", f"{found.path}: converter result cannot be returned: {exc}", 2)))
+    finally:
+        sender.close()
+
+
+def _unexpected(found: detect.Detection, exc: BaseException) -> ConversionError:
+    if os.environ.get(DEBUG_ENV) == "1":
+        traceback.print_exception(exc, file=sys.stderr)
+    text = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
+    return ConversionError(f"{found.path}: the {found.format} converter failed: {type(exc).__name__}: {text}")
+
+
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "no exit code"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}; out of memory?"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+# ---- manifest ----------------------------------------------------------------------------------
+
+
+def build_manifest(
+    converted: Converted,
+    parity: Parity,
+    found: detect.Detection,
+    location: str,
+    name: str,
+    version: str,
+    options: ConvertOptions,
+) -> Manifest:
+    labels = options.labels if options.labels is not None else converted.labels
+    label_output = converted.label_output
+    if labels is not None:
+        label_output = _label_output(converted, labels, label_output)
+    max_batch_size = options.max_batch_size if converted.max_batch_size < 0 else converted.max_batch_size
+    return Manifest(
+        name=name,
+        version=version,
+        format=converted.format,
+        inputs=converted.inputs,
+        outputs=converted.outputs,
+        max_batch_size=max_batch_size,
+        image=converted.image,
+        labels=labels,
+        label_output=label_output,
+        target=converted.target,
+        source=SourceInfo(
+            format=found.format,
+            location=location,
+            converters=converted.converters,
+            opset=converted.opset,
+            detail={**found.detail, **converted.detail},
+        ),
+        parity=parity,
+    )
+
+
+def _label_output(converted: Converted, labels: list[str], chosen: str | None) -> str:
+    """The output the labels index: the converter's choice, else the one whose last axis fits."""
+    specs = {s.name: s for s in converted.outputs}
+    if chosen is None:
+        fitting = [s.name for s in converted.outputs if s.shape and s.shape[-1] == len(labels)]
+        if len(fitting) != 1:
+            shapes = ", ".join(f"{s.name}{s.shape}" for s in converted.outputs)
+            raise ConversionError(
+                f"--labels: {len(labels)} labels, but no single output has a last axis of that size ({shapes})"
+            )
+        return fitting[0]
+    spec = specs.get(chosen)
+    if spec is not None and spec.shape and spec.shape[-1] > 0 and spec.shape[-1] != len(labels):
+        raise ConversionError(f"--labels: {len(labels)} labels, but output {chosen!r} has {spec.shape[-1]} classes")
+    return chosen
