@@ -40,6 +40,13 @@ $(DEV_VENV)/.stamp: convert/requirements.txt convert/requirements-nodeps.txt req
 	$(DEV_PY) -m pip install -q --no-deps -r convert/requirements-nodeps.txt
 	touch $@
 
+# ---- convert one model ---------------------------------------------------------------------
+#   make convert MODEL=path/or/url/or/archive NAME=mymodel [REPOSITORY=models] [VERSION=1] [ARGS="--force ..."]
+#   MODEL may be omitted when XQUERY_ADDR/MODEL_ID/MODEL_VERSION/GUID name the model repository.
+convert: install-dev
+	@test -n "$(NAME)" || { echo "usage: make convert MODEL=SOURCE NAME=NAME [REPOSITORY=models] [ARGS=...]" >&2; exit 64; }
+	$(DEV_PY) -m convert $(if $(MODEL),"$(MODEL)",--from-repository) --repository "$(REPOSITORY)" --name "$(NAME)" --version "$(VERSION)" $(ARGS)
+
 # ---- tests ---------------------------------------------------------------------------------
 # The whole suite: runtime, converters (real TensorFlow/PyTorch/scikit-learn models), PMML on a
 # real JVM, reliability. The server under test runs from .venv/serve, so the runtime is proven slim.
