@@ -1,0 +1,264 @@
+"""The TensorFlow-family converters called directly: real models, tf2onnx, onnxruntime vs the
+source framework's own numbers recorded when the model was saved."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from convert.errors import ConversionError
+from convert.formats import Converted, ConvertOptions, get_converter
+from tests.convert_tf import builders
+
+ATOL = 1e-4
+pytestmark = pytest.mark.slow
+
+# case -> (input names, output names) the served model must have
+EXPECTED_NAMES = {
+    "cnn": (["image"], ["probs"]),
+    "two_io": (["features", "extra"], ["score", "klass"]),
+    "savedmodel-keras-export": (["extra", "features"], ["output_0", "output_1"]),
+    "savedmodel-tf-module": (["sensor_readings"], ["anomaly score", "logits"]),
+    "graphdef-tf1-frozen": (["x"], ["probs"]),
+    "graphdef-tf2-function": (["inputs"], ["Identity"]),
+}
+
+
+def convert(saved: builders.Saved | Path, fmt: str | None, workdir: Path, **options) -> Converted:
+    path = saved.path if isinstance(saved, builders.Saved) else saved
+    fmt = fmt or saved.fmt
+    return get_converter(fmt)(path, ConvertOptions(**options), workdir)
+
+
+def onnx_predict(converted: Converted, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    session = ort.InferenceSession(str(converted.model_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+def assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray]) -> None:
+    assert list(got) == list(want)
+    for name, value in want.items():
+        assert got[name].shape == value.shape, name
+        np.testing.assert_allclose(got[name], value, atol=ATOL, rtol=0, err_msg=name)
+
+
+def assert_well_formed(converted: Converted, workdir: Path, inputs: list[str], outputs: list[str]) -> None:
+    """Own names (no ``:0``), a dynamic batch axis everywhere, a valid opset-17 graph."""
+    assert converted.model_path == workdir / "model.onnx" and converted.model_path.is_file()
+    assert converted.format == "onnx"
+    assert [i.name for i in converted.inputs] == inputs
+    assert [o.name for o in converted.outputs] == outputs
+    for spec in (*converted.inputs, *converted.outputs):
+        assert ":" not in spec.name and not spec.name.startswith("unk__")
+        assert spec.shape[0] == -1 and spec.datatype == "FP32"
+    assert converted.max_batch_size == -1
+    assert converted.opset == 17
+    assert {"tensorflow", "tf2onnx"} <= set(converted.converters)
+    model = onnx.load(str(converted.model_path))
+    onnx.checker.check_model(model)
+    for value in (*model.graph.input, *model.graph.output):
+        assert value.type.tensor_type.shape.dim[0].dim_param == "batch"
+    assert not list(workdir.glob(".*tmp*"))
+
+
+def check_reference(converted: Converted) -> None:
+    """The converter's own reference (what verification uses) agrees with onnxruntime at batch 5."""
+    sample = converted.make_inputs(11, 5)
+    assert [a.shape[0] for a in sample.values()] == [5] * len(sample)
+    assert_close(onnx_predict(converted, sample), converted.reference(sample))
+
+
+# ---- Keras ----------------------------------------------------------------------------------------
+KERAS_CASES = [f"{kind}-{saved}" for kind in ("cnn", "two_io") for saved in ("keras.keras", "keras.h5", "tf_keras.h5")]
+
+
+@pytest.mark.parametrize("case", KERAS_CASES)
+def test_keras_matches_source(tf_models: dict[str, builders.Saved], tmp_path: Path, case: str) -> None:
+    saved = tf_models[case]
+    kind, library = case.split("-")[0], case.split("-")[1].split(".")[0]
+    converted = convert(saved, None, tmp_path)
+
+    assert_well_formed(converted, tmp_path, *EXPECTED_NAMES[kind])
+    assert converted.source_format == saved.fmt
+    assert converted.detail["loaded_with"] == library
+    assert converted.detail["keras_version_in_file"].startswith("3." if library == "keras" else "2.")
+    assert library in converted.converters
+    assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
+    check_reference(converted)
+
+
+def test_keras_outputs_option_selects_and_orders(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
+    saved = tf_models["two_io-keras.keras"]
+    converted = convert(saved, None, tmp_path, outputs=["klass"])
+    assert [o.name for o in converted.outputs] == ["klass"]
+    assert_close(onnx_predict(converted, saved.inputs), {"klass": saved.outputs["klass"]})
+
+
+def test_keras_unknown_output_is_named_in_error(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match=r"--outputs names nope.*outputs: score, klass"):
+        convert(tf_models["two_io-keras.keras"], None, tmp_path, outputs=["nope"])
+    assert not (tmp_path / "model.onnx").exists()
+
+
+def test_weights_only_h5_is_refused(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
+    import tf_keras
+
+    model = tf_keras.models.load_model(tf_models["cnn-tf_keras.h5"].path, compile=False)
+    weights = tmp_path / "cnn.weights.h5"
+    model.save_weights(weights)
+    with pytest.raises(ConversionError, match=r"cnn\.weights\.h5: this HDF5 file holds weights only"):
+        convert(weights, "keras_h5", tmp_path / "out")
+
+
+def test_opset_option(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
+    saved = tf_models["cnn-keras.keras"]
+    converted = convert(saved, None, tmp_path, opset=13)
+    assert converted.opset == 13
+    assert onnx.load(str(converted.model_path)).opset_import[0].version == 13
+    assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
+
+
+# ---- SavedModel -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["savedmodel-keras-export", "savedmodel-tf-module"])
+def test_savedmodel_matches_source(tf_models: dict[str, builders.Saved], tmp_path: Path, case: str) -> None:
+    saved = tf_models[case]
+    converted = convert(saved, None, tmp_path)
+    assert_well_formed(converted, tmp_path, *EXPECTED_NAMES[case])
+    assert converted.detail["signature"] == "serving_default"
+    assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
+    check_reference(converted)
+
+
+# ---- frozen GraphDef --------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", ["graphdef-tf1-frozen", "graphdef-tf2-function"])
+def test_graphdef_finds_inputs_and_outputs(tf_models: dict[str, builders.Saved], tmp_path: Path, case: str) -> None:
+    """The TF1 graph still holds a ``labels`` placeholder and a ``loss``: neither is served."""
+    saved = tf_models[case]
+    converted = convert(saved, None, tmp_path)
+    assert_well_formed(converted, tmp_path, *EXPECTED_NAMES[case])
+    assert [i.source_name for i in converted.inputs] == [f"{n}:0" for n in EXPECTED_NAMES[case][0]]
+    assert [o.source_name for o in converted.outputs] == [f"{n}:0" for n in EXPECTED_NAMES[case][1]]
+    assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
+    check_reference(converted)
+
+
+def test_graphdef_overrides(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
+    """--outputs picks an inner tensor (``x:0`` and ``x`` both accepted); its value is the softmax's input."""
+    saved = tf_models["graphdef-tf1-frozen"]
+    converted = convert(saved, None, tmp_path, inputs=["x:0"], outputs=["model/logits:0", "probs"])
+    assert [i.name for i in converted.inputs] == ["x"]
+    assert [o.name for o in converted.outputs] == ["model/logits", "probs"]
+    got = onnx_predict(converted, saved.inputs)
+    logits = got["model/logits"]
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(softmax, saved.outputs["probs"], atol=ATOL)
+    np.testing.assert_allclose(got["probs"], saved.outputs["probs"], atol=ATOL)
+
+
+def test_graphdef_unknown_tensor_is_named(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
+    with pytest.raises(ConversionError, match=r"frozen\.pb: --outputs names 'nope'"):
+        convert(tf_models["graphdef-tf1-frozen"], None, tmp_path, outputs=["nope"])
+
+
+def test_graphdef_input_shape_fills_unknown_dims(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [None, None], name="signal")
+        tf.multiply(tf.reduce_sum(x * x, axis=1, keepdims=True), 0.5, name="energy")
+    path = tmp_path / "unknown.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+
+    with pytest.raises(ConversionError, match=r"input signal has unknown dimensions.*--input-shape signal="):
+        convert(path, "graphdef", tmp_path / "a")
+    converted = convert(path, "graphdef", tmp_path / "b", input_shapes={"signal": [1, 7]})
+    assert converted.inputs[0].shape == [-1, 7]
+    signal = np.arange(14, dtype=np.float32).reshape(2, 7)
+    np.testing.assert_allclose(
+        onnx_predict(converted, {"signal": signal})["energy"], 0.5 * (signal**2).sum(1, keepdims=True)
+    )
+
+
+def test_not_a_graph_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "junk.pb"
+    path.write_bytes(b"\x00\x01 definitely not a protobuf \xff" * 10)
+    with pytest.raises(ConversionError, match=r"junk\.pb: not a TensorFlow GraphDef"):
+        convert(path, "graphdef", tmp_path / "out")
+
+
+# ---- TF1 checkpoints --------------------------------------------------------------------------------
+def copy_run(run: builders.CheckpointRun, destination: Path) -> Path:
+    return Path(shutil.copytree(run.directory, destination))
+
+
+def assert_serves_step(converted: Converted, run: builders.CheckpointRun, step: int) -> None:
+    assert converted.detail["step"] == step
+    got = onnx_predict(converted, run.inputs)
+    assert_close(got, run.outputs_by_step[step])
+    for other, outputs in run.outputs_by_step.items():
+        if other != step:
+            assert np.abs(got["probs"] - outputs["probs"]).max() > 1e-2, f"step {step} looks like step {other}"
+
+
+def test_checkpoint_newest_step_wins(checkpoint_run: builders.CheckpointRun, tmp_path: Path) -> None:
+    """Saved at 100, 1200, 300: the state file says 300, the newest step is 1200."""
+    assert "model.ckpt-300" in (checkpoint_run.directory / "checkpoint").read_text()
+    converted = convert(checkpoint_run.directory, "checkpoint", tmp_path)
+    assert_well_formed(converted, tmp_path, ["x"], ["probs"])
+    assert_serves_step(converted, checkpoint_run, 1200)
+    assert converted.detail["meta_graph"] == "model.ckpt-1200.meta"
+    check_reference(converted)
+
+
+def test_checkpoint_without_state_file(checkpoint_run: builders.CheckpointRun, tmp_path: Path) -> None:
+    directory = copy_run(checkpoint_run, tmp_path / "run")
+    (directory / "checkpoint").unlink()
+    assert_serves_step(convert(directory, "checkpoint", tmp_path / "out"), checkpoint_run, 1200)
+
+
+def test_checkpoint_state_file_pointing_to_old_moved_step(
+    checkpoint_run: builders.CheckpointRun, tmp_path: Path
+) -> None:
+    """The trainer's absolute paths, from another machine, naming an old step."""
+    import tensorflow as tf
+
+    directory = copy_run(checkpoint_run, tmp_path / "run")
+    (directory / "checkpoint").write_text(
+        'model_checkpoint_path: "/mnt/training/job-17/model.ckpt-100"\n'
+        'all_model_checkpoint_paths: "/mnt/training/job-17/model.ckpt-100"\n'
+    )
+    assert tf.train.latest_checkpoint(str(directory)) in (None, "/mnt/training/job-17/model.ckpt-100")
+    assert_serves_step(convert(directory, "checkpoint", tmp_path / "out"), checkpoint_run, 1200)
+
+
+def test_checkpoint_meta_only_for_older_step(tmp_path: Path) -> None:
+    """``write_meta_graph`` only on the first save: graph from step 100, variables from step 2000."""
+    run = builders.save_checkpoints(tmp_path / "run", [100, 2000], seed=3, meta_for={100})
+    assert not (run.directory / "model.ckpt-2000.meta").exists()
+    converted = convert(run.directory, "checkpoint", tmp_path / "out")
+    assert_serves_step(converted, run, 2000)
+    assert converted.detail["meta_graph"] == "model.ckpt-100.meta"
+    assert any("graph from model.ckpt-100.meta" in note for note in converted.notes)
+
+
+def test_checkpoint_without_meta_is_refused(checkpoint_run: builders.CheckpointRun, tmp_path: Path) -> None:
+    directory = copy_run(checkpoint_run, tmp_path / "run")
+    for meta in directory.glob("*.meta"):
+        meta.unlink()
+    with pytest.raises(ConversionError, match=r"checkpoint model\.ckpt-1200 has no \.meta graph file"):
+        convert(directory, "checkpoint", tmp_path / "out")
+
+
+def test_checkpoint_incomplete_newest_step_is_skipped(checkpoint_run: builders.CheckpointRun, tmp_path: Path) -> None:
+    """A step whose .data shard never finished writing is not a checkpoint: the next newest wins."""
+    directory = copy_run(checkpoint_run, tmp_path / "run")
+    for shard in directory.glob("model.ckpt-1200.data-*"):
+        shard.unlink()
+    assert_serves_step(convert(directory, "checkpoint", tmp_path / "out"), checkpoint_run, 300)
