@@ -15,6 +15,7 @@ import pickletools
 import re
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,11 +59,11 @@ def detect(root: Path) -> Detection:
         raise DetectionError(f"{root}: cannot read it to detect the format ({type(exc).__name__}: {exc})") from None
 
 
-def locate(root: Path, fmt: str) -> Detection:
+def locate(root: Path, fmt: str, registry: Mapping[str, str] = CONVERTERS) -> Detection:
     """With ``--format`` given: the path the converter for ``fmt`` should receive."""
     root = Path(root)
-    if fmt not in CONVERTERS:
-        raise DetectionError(f"unknown format {fmt!r}; supported: {', '.join(sorted(CONVERTERS))}")
+    if fmt not in registry:
+        raise DetectionError(f"unknown format {fmt!r}; supported: {', '.join(sorted(registry))}")
     if fmt in DIRECTORY_FORMATS:
         return Detection(fmt, root if root.is_dir() else root.parent, {"forced": True})
     if root.is_dir():
@@ -241,6 +242,9 @@ def _decompress_head(path: Path, head: bytes, limit: int = 8 << 20) -> bytes | N
         return None
 
 
+STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+
+
 def _pickle_modules(data: bytes) -> set[str]:
     """Module names a pickle's opcodes import (GLOBAL, or the strings before STACK_GLOBAL).
 
@@ -248,23 +252,58 @@ def _pickle_modules(data: bytes) -> set[str]:
     array bytes in the stream); the modules that matter come first.
     """
     modules: set[str] = set()
-    strings: list[str] = []
+    recent: list[str | None] = []  # values pushed, strings only (None for anything else)
+    memo: dict[int, str | None] = {}
+    last: str | None = None
     try:
         for opcode, arg, _ in pickletools.genops(io.BytesIO(data)):
-            if opcode.name in ("GLOBAL", "INST") and isinstance(arg, str):
+            name = opcode.name
+            if name in ("GLOBAL", "INST") and isinstance(arg, str):
                 modules.add(arg.split(" ", 1)[0])
-            elif opcode.name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE") and isinstance(arg, str):
-                strings.append(arg)
+                last = None
+            elif name in STRING_OPS and isinstance(arg, str):
+                last = arg
                 if arg.split(".", 1)[0] in ("sklearn", "torch"):
                     modules.add(arg)
-            elif opcode.name == "STACK_GLOBAL" and len(strings) >= 2:
-                modules.add(strings[-2])
+            elif name == "MEMOIZE":
+                memo[len(memo)] = last
+                continue
+            elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[int(arg)] = last
+                continue
+            elif name in ("GET", "BINGET", "LONG_BINGET"):
+                last = memo.get(int(arg))
+            elif name == "STACK_GLOBAL":
+                if len(recent) >= 2 and isinstance(recent[-2], str):
+                    modules.add(recent[-2])
+                last = None
+            else:
+                last = None
+            recent.append(last)
+            del recent[:-4]
     except Exception:
         pass
     return modules
 
 
+TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.save(..., _use_new_zipfile_serialization=False)
+
+
+def _is_torch_legacy(data: bytes) -> bool:
+    try:
+        for opcode, arg, _ in pickletools.genops(io.BytesIO(data[:64])):
+            if opcode.name in ("LONG1", "LONG4", "LONG", "INT"):
+                return arg == TORCH_LEGACY_MAGIC
+            if opcode.name != "PROTO":
+                return False
+    except Exception:
+        return False
+    return False
+
+
 def _detect_pickle(path: Path, data: bytes) -> Detection | str:
+    if _is_torch_legacy(data):
+        return Detection("torch_pickle", path, {"legacy_serialization": True})
     modules = _pickle_modules(data)
     roots = {m.split(".", 1)[0] for m in modules}
     if "sklearn" in roots:

@@ -8,6 +8,7 @@ progress bar when stderr is a terminal.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -44,6 +45,8 @@ def fetch(
     text = str(source)
     if is_url(text):
         return download(text, workdir, policy), redact(text)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", text):
+        raise FetchError(f"{text}: unsupported URL scheme; use http(s), or a local path")
     path = Path(text).expanduser()
     if not path.exists():
         raise FetchError(f"{path}: no such file or directory")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import multiprocessing
 import os
 import signal
@@ -17,12 +18,13 @@ import sys
 import traceback
 import types
 from collections.abc import Iterator, Mapping
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from convert import bundle, detect, errors, image
 from convert.errors import ConversionError
 from convert.fetch import fetch
-from convert.formats import Converted, ConvertOptions, get_converter
+from convert.formats import CONVERTERS, Converted, ConvertOptions, get_converter
 from convert.unpack import archive_kind, find_model_root, unpack
 from runtime.artifacts import DEFAULT_LIMITS, DEFAULT_POLICY, DownloadPolicy, ExtractLimits, temporary_directory
 from runtime.manifest import Manifest, Parity, SourceInfo
@@ -44,8 +46,13 @@ def convert_model(
     limits: ExtractLimits = DEFAULT_LIMITS,
     env: Mapping[str, str] | None = None,
     subprocess: bool | None = None,
+    converters: Mapping[str, str] | None = None,
 ) -> Manifest:
-    """Convert ``source`` (path, URL, or None for the model repository) into REPO/NAME/VERSION."""
+    """Convert ``source`` (path, URL, or None for the model repository) into REPO/NAME/VERSION.
+
+    ``converters`` adds or replaces ``{format: "module:function"}`` entries of the registry (in the
+    child too): a plug-in point, and how tests inject converters that misbehave on purpose.
+    """
     options = options or ConvertOptions()
     version = str(version)
     bundle.check_target(repository, name, version, force)
@@ -54,11 +61,12 @@ def convert_model(
     with temporary_directory(prefix="modelport-convert-") as workdir:
         local, location = fetch(source, workdir, policy=policy, env=env)
         root = prepare(local, workdir, limits)
-        found = detect.locate(root, options.format) if options.format else detect.detect(root)
+        registry = {**CONVERTERS, **(converters or {})}
+        found = detect.locate(root, options.format, registry) if options.format else detect.detect(root)
         output_dir = workdir / "converted"
         output_dir.mkdir()
         run = run_in_child if subprocess else run_here
-        converted, parity = run(found, options, output_dir)
+        converted, parity = run(found, options, output_dir, dict(converters or {}))
         manifest = build_manifest(converted, parity, found, location, name, version, options)
         bundle.write_bundle(repository, manifest, converted.model_path, force=force)
     return manifest
@@ -99,12 +107,18 @@ def _is_plain_archive(path: Path) -> bool:
 # ---- conversion + verification, in a child process ---------------------------------------------
 
 
-def convert_and_verify(found: detect.Detection, options: ConvertOptions, workdir: Path) -> tuple[Converted, Parity]:
+def convert_and_verify(
+    found: detect.Detection, options: ConvertOptions, workdir: Path, converters: Mapping[str, str] | None = None
+) -> tuple[Converted, Parity]:
     """Runs in the child: the converter, then verification against the source framework."""
     from convert import verify  # imports the engine only where it runs
 
     try:
-        converter = get_converter(found.format)
+        if converters and found.format in converters:
+            module_name, func = converters[found.format].split(":")
+            converter = getattr(importlib.import_module(module_name), func)
+        else:
+            converter = get_converter(found.format)
     except ImportError as exc:
         raise ConversionError(f"{found.path}: the {found.format} converter is not available: {exc}") from None
     options = dataclasses.replace(options, format=found.format)
@@ -118,19 +132,24 @@ def convert_and_verify(found: detect.Detection, options: ConvertOptions, workdir
     return dataclasses.replace(converted, reference=None, make_inputs=None), parity
 
 
-def run_here(found: detect.Detection, options: ConvertOptions, workdir: Path) -> tuple[Converted, Parity]:
+def run_here(
+    found: detect.Detection, options: ConvertOptions, workdir: Path, converters: Mapping[str, str] | None = None
+) -> tuple[Converted, Parity]:
     try:
-        return convert_and_verify(found, options, workdir)
+        return convert_and_verify(found, options, workdir, converters)
     except ConversionError:
         raise
     except Exception as exc:
         raise _unexpected(found, exc) from exc
 
 
-def run_in_child(found: detect.Detection, options: ConvertOptions, workdir: Path) -> tuple[Converted, Parity]:
+def run_in_child(
+    found: detect.Detection, options: ConvertOptions, workdir: Path, converters: Mapping[str, str] | None = None
+) -> tuple[Converted, Parity]:
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
-    child = context.Process(target=_child_main, args=(sender, found, options, workdir), name="modelport-convert")
+    args = (sender, found, options, workdir, converters)
+    child = context.Process(target=_child_main, args=args, name="modelport-convert")
     with _plain_main():
         child.start()
     sender.close()
@@ -174,11 +193,17 @@ def _plain_main() -> Iterator[None]:
         sys.modules["__main__"] = real
 
 
-def _child_main(sender, found: detect.Detection, options: ConvertOptions, workdir: Path) -> None:
+def _child_main(
+    sender: Connection,
+    found: detect.Detection,
+    options: ConvertOptions,
+    workdir: Path,
+    converters: Mapping[str, str] | None,
+) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches both
     try:
-        result: tuple = ("ok", convert_and_verify(found, options, workdir))
+        result: tuple = ("ok", convert_and_verify(found, options, workdir, converters))
     except ConversionError as exc:
         result = ("error", (type(exc).__name__, str(exc), exc.exit_code))
     except BaseException as exc:
