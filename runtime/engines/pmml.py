@@ -123,7 +123,10 @@ def read_document_facts(path: Path) -> DocumentFacts:
 
 
 def describe(model: Any, path: Path, name: str) -> Manifest:
-    """A manifest derived from the PMML document (what pypmml and the XML say about its fields)."""
+    """A manifest derived from the PMML document (what pypmml and the XML say about its fields).
+
+    ``labels`` stays empty: it names the classes along one probability tensor's last axis, while PMML
+    has one output per class (``probability(<class>)``), which already carries the class name."""
     facts = read_document_facts(path)
     inputs = []
     for field in model.inputFields:
@@ -133,21 +136,16 @@ def describe(model: Any, path: Path, name: str) -> Manifest:
             allowed = None  # only a strict categorical field has a vocabulary worth enforcing
         inputs.append(TensorSpec(field.name, v2_datatype(str(field.dataType)), [-1], optype, allowed))
     target = model.targetName or None
-    classes = [str(c) for c in model.classes] if str(model.functionName) == "classification" else None
     outputs: list[TensorSpec] = []
     model.setSupplementOutput(True)
     for field in model.outputFields:
         spec = TensorSpec(field.name, output_datatype(str(field.dataType)), [-1], str(field.opType))
         if str(field.feature) == PREDICTED_VALUE and target and not any(o.name == target for o in outputs):
-            target_type = next((str(t.dataType) for t in model.targetFields if t.name == target), str(field.dataType))
-            outputs.insert(
-                0, TensorSpec(target, output_datatype(target_type), [-1], spec.optype, source_name=field.name)
-            )
+            # The predicted value's own type, not the target's: a regression on an integer target is real.
+            outputs.insert(0, TensorSpec(target, spec.datatype, [-1], spec.optype, source_name=field.name))
         elif not any(o.name == field.name for o in outputs):
             outputs.append(spec)
-    return Manifest(
-        name=name, format="pmml", inputs=inputs, outputs=outputs, max_batch_size=-1, labels=classes, target=target
-    )
+    return Manifest(name=name, format="pmml", inputs=inputs, outputs=outputs, max_batch_size=-1, target=target)
 
 
 def load_model(path: Path) -> Any:
