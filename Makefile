@@ -47,6 +47,15 @@ convert: install-dev
 	@test -n "$(NAME)" || { echo "usage: make convert MODEL=SOURCE NAME=NAME [REPOSITORY=models] [ARGS=...]" >&2; exit 64; }
 	$(DEV_PY) -m convert $(if $(MODEL),"$(MODEL)",--from-repository) --repository "$(REPOSITORY)" --name "$(NAME)" --version "$(VERSION)" $(ARGS)
 
+# ---- example models --------------------------------------------------------------------------
+# Seeded Keras 3 models built (not committed) into build/examples/: colour_classifier.keras (64x64
+# RGB, labels.txt), tabular_regressor.keras (8 features), plus labels.txt and sample.jpg.
+EXAMPLES_DIR ?= build/examples
+examples: $(EXAMPLES_DIR)/.stamp
+$(EXAMPLES_DIR)/.stamp: examples/make_examples.py examples/labels.txt examples/sample.jpg $(DEV_VENV)/.stamp
+	$(DEV_PY) examples/make_examples.py $(EXAMPLES_DIR)
+	touch $@
+
 # ---- tests ---------------------------------------------------------------------------------
 # The whole suite: runtime, converters (real TensorFlow/PyTorch/scikit-learn models), PMML on a
 # real JVM, reliability. The server under test runs from .venv/serve, so the runtime is proven slim.
