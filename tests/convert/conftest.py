@@ -45,3 +45,22 @@ def listing(directory: Path) -> list[str]:
     if not directory.exists():
         return []
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*"))
+
+
+def make_image_onnx(path: Path, shape: list[int | str]) -> Path:
+    """An image-shaped input -> per-sample mean over every axis but the batch: y [N, 1]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    axes = helper.make_tensor("axes", TensorProto.INT64, [len(shape) - 1], list(range(1, len(shape))))
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image", "axes"], ["y"], keepdims=0)],
+        "image",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N"])],
+        [axes],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path

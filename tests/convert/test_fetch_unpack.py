@@ -95,7 +95,7 @@ def test_timeout_is_retried_then_reported(tmp_path: Path, served_zip) -> None:
     repo.hang_next(1.5, times=5)
     policy = DownloadPolicy(timeout=0.3, retries=1, backoff=0.01)
     started = time.monotonic()
-    with repository_env(repo, model_id="42"), pytest.raises(FetchError, match="timed out.*2 attempts"):
+    with repository_env(repo, model_id="42"), pytest.raises(FetchError, match=r"timed out.*2 attempts"):
         fetch(None, tmp_path, policy=policy)
     assert time.monotonic() - started < 5
     assert repo.requests == 2
@@ -140,7 +140,7 @@ def test_connection_refused(tmp_path: Path) -> None:
     from tests.support.server import free_port
 
     url = f"http://127.0.0.1:{free_port()}/model.zip"
-    with pytest.raises(FetchError, match="request failed.*gave up after 3 attempts"):
+    with pytest.raises(FetchError, match=r"request failed.*gave up after 3 attempts"):
         fetch(url, tmp_path, policy=FAST)
 
 
@@ -222,7 +222,7 @@ def test_zip_traversal_rejected(tmp_path: Path, entries: dict[str, bytes], messa
 
 def test_zip_symlink_escape_rejected(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "bad.zip", {"model/a.txt": b"x"}, symlinks={"model/link": "../../../etc/passwd"})
-    with pytest.raises(UnpackError, match="link 'model/link'.*outside the archive"):
+    with pytest.raises(UnpackError, match=r"link 'model/link'.*outside the archive"):
         unpack(archive, tmp_path / "out")
 
 

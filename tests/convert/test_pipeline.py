@@ -1,0 +1,221 @@
+"""The whole pipeline on ONNX models and on converters that misbehave on purpose."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from convert.bundle import BundleError, triton_config
+from convert.errors import ConversionError, FetchError, UnpackError, VerificationError
+from convert.formats import ConvertOptions, ImageOptions
+from convert.pipeline import convert_model
+from convert.verify import random_inputs
+from runtime.manifest import TensorSpec, read_manifest, sha256_file
+from tests.convert.conftest import FAST, listing, make_image_onnx
+from tests.convert.fake_converters import FAKES
+from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
+
+
+def onnxruntime_predict(model: Path, x: np.ndarray) -> np.ndarray:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_onnx_from_model_repository_zip(tmp_path: Path, onnx_file: Path) -> None:
+    zip_path = pack_old_platform_zip(onnx_file, tmp_path / "export.zip")
+    repository = tmp_path / "models"
+    with ModelRepositoryServer() as repo:
+        repo.add("17", zip_path)
+        with repository_env(repo, model_id="17", model_version="2", guid="secret-guid"):
+            manifest = convert_model(None, repository, "tiny", "3", policy=FAST)
+    version_dir = repository / "tiny" / "3"
+    assert listing(repository) == ["tiny", "tiny/3", "tiny/3/model.onnx", "tiny/3/modelport.json", "tiny/config.pbtxt"]
+    written = read_manifest(version_dir)
+    assert written == manifest
+    assert written.sha256 == sha256_file(version_dir / "model.onnx")
+    assert [(t.name, t.datatype, t.shape) for t in written.inputs] == [("x", "FP32", [-1, 4])]
+    assert [(t.name, t.shape) for t in written.outputs] == [("y", [-1, 3])]
+    assert written.max_batch_size == 64
+    assert written.source.format == "onnx"
+    assert "modelId=17" in written.source.location and "secret-guid" not in written.source.location
+    assert written.parity.verified is False  # no source framework: said so, not pretended
+    assert any("loaded and ran on 4 samples" in note for note in written.parity.notes)
+    x = np.random.default_rng(1).standard_normal((5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(onnxruntime_predict(version_dir / "model.onnx", x), onnxruntime_predict(onnx_file, x))
+
+
+def test_triton_config(tmp_path: Path, onnx_file: Path) -> None:
+    manifest = convert_model(onnx_file, tmp_path, "tiny", subprocess=False)
+    config = (tmp_path / "tiny" / "config.pbtxt").read_text()
+    assert config == triton_config(manifest)
+    assert 'platform: "onnxruntime_onnx"' in config
+    assert "max_batch_size: 64" in config
+    assert 'name: "x"\n    data_type: TYPE_FP32\n    dims: [ 4 ]' in config  # batch axis left out
+    assert 'name: "y"\n    data_type: TYPE_FP32\n    dims: [ 3 ]' in config
+
+
+def test_exact_reference_gives_zero_error(tmp_path: Path, onnx_file: Path) -> None:
+    options = ConvertOptions(format="fake_exact")
+    manifest = convert_model(onnx_file, tmp_path, "m", options=options, converters=FAKES)  # in the child
+    parity = manifest.parity
+    assert parity.verified is True
+    assert (parity.samples, parity.atol, parity.rtol) == (4, 1e-4, 1e-3)
+    assert parity.max_abs_error == 0.0
+    assert parity.per_output == {"y": {"max_abs_error": 0.0, "max_rel_error": 0.0}}
+
+
+def test_verification_failure_names_output_and_tolerances(tmp_path: Path, onnx_file: Path) -> None:
+    repository = tmp_path / "models"
+    with pytest.raises(VerificationError) as info:
+        convert_model(onnx_file, repository, "m", options=ConvertOptions(format="fake_off"), converters=FAKES)
+    message = str(info.value)
+    assert "output 'y'" in message
+    assert "max abs error 0.01" in message
+    assert "atol 0.0001 + rtol 0.001" in message
+    assert listing(repository) == []
+
+
+def test_verification_failure_passes_with_wider_tolerance(tmp_path: Path, onnx_file: Path) -> None:
+    options = ConvertOptions(format="fake_off", atol=0.02)
+    manifest = convert_model(onnx_file, tmp_path, "m", options=options, converters=FAKES)
+    assert manifest.parity.max_abs_error == pytest.approx(0.01, rel=1e-3)
+
+
+def test_no_verify_is_recorded(tmp_path: Path, onnx_file: Path) -> None:
+    options = ConvertOptions(format="fake_off", verify=False)
+    manifest = convert_model(onnx_file, tmp_path, "m", options=options, converters=FAKES)
+    assert manifest.parity.verified is False
+    assert "verification skipped (--no-verify)" in manifest.parity.notes
+
+
+@pytest.mark.parametrize(
+    ("fmt", "error", "message"),
+    [
+        ("fake_refuses", ConversionError, "refused on purpose"),
+        ("fake_buggy", ConversionError, "the fake_buggy converter failed: KeyError: 'missing'"),
+        ("fake_crashes", ConversionError, r"the fake_crashes converter crashed \(exit code 17\)"),
+    ],
+)
+def test_converter_failures_leave_nothing(tmp_path: Path, onnx_file: Path, fmt: str, error: type, message: str) -> None:
+    repository = tmp_path / "models"
+    repository.mkdir()
+    (repository / "other").mkdir()  # someone else's model stays untouched
+    with pytest.raises(error, match=message) as info:
+        convert_model(onnx_file, repository, "m", options=ConvertOptions(format=fmt), converters=FAKES)
+    assert str(onnx_file) in str(info.value)
+    assert listing(repository) == ["other"]
+
+
+def test_existing_version_needs_force(tmp_path: Path, onnx_file: Path) -> None:
+    convert_model(onnx_file, tmp_path, "m", subprocess=False)
+    before = (tmp_path / "m" / "1" / "modelport.json").read_text()
+    with pytest.raises(BundleError, match="version 1 of 'm' already exists; use --force"):
+        convert_model(onnx_file, tmp_path, "m", subprocess=False)
+    assert (tmp_path / "m" / "1" / "modelport.json").read_text() == before
+    other = make_image_onnx(tmp_path / "other.onnx", ["N", 3, 8, 8])
+    manifest = convert_model(other, tmp_path, "m", force=True, subprocess=False)
+    assert read_manifest(tmp_path / "m" / "1") == manifest
+    assert [t.name for t in manifest.inputs] == ["image"]
+    assert listing(tmp_path / "m") == ["1", "1/model.onnx", "1/modelport.json", "config.pbtxt"]
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "message"),
+    [("../evil", "1", "--name"), (".hidden", "1", "--name"), ("ok", "0", "--version"), ("ok", "v1", "--version")],
+)
+def test_bad_names_rejected_before_work(tmp_path: Path, name: str, version: str, message: str) -> None:
+    with pytest.raises(BundleError, match=message):
+        convert_model(tmp_path / "does-not-matter.onnx", tmp_path / "models", name, version)
+    assert not (tmp_path / "models").exists()
+
+
+def test_fetch_and_unpack_failures_leave_nothing(tmp_path: Path) -> None:
+    repository = tmp_path / "models"
+    evil = tmp_path / "evil.zip"
+    import zipfile
+
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("model/model/../../../escape.onnx", b"x")
+    with pytest.raises(UnpackError, match="points outside the archive"):
+        convert_model(evil, repository, "m")
+    with ModelRepositoryServer() as repo, repository_env(repo, model_id="missing"):
+        with pytest.raises(FetchError, match="HTTP 404"):
+            convert_model(None, repository, "m", policy=FAST)
+        repo.fail_next(500, times=10)
+        with pytest.raises(FetchError, match="HTTP 500"):
+            convert_model(None, repository, "m", policy=FAST)
+    assert listing(repository) == []
+    assert not (tmp_path / "escape.onnx").exists()
+
+
+def test_labels_pick_the_output_and_are_checked(tmp_path: Path, onnx_file: Path) -> None:
+    manifest = convert_model(onnx_file, tmp_path, "m", options=ConvertOptions(labels=["a", "b", "c"]), subprocess=False)
+    assert (manifest.labels, manifest.label_output) == (["a", "b", "c"], "y")
+    with pytest.raises(ConversionError, match="2 labels, but no single output has a last axis of that size"):
+        convert_model(onnx_file, tmp_path, "n", options=ConvertOptions(labels=["a", "b"]), subprocess=False)
+    assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize(
+    ("shape", "layout", "mode", "size"),
+    [
+        (["N", 3, 32, 24], "NCHW", "RGB", (32, 24)),
+        (["N", 32, 24, 3], "NHWC", "RGB", (32, 24)),
+        (["N", 28, 28, 1], "NHWC", "L", (28, 28)),
+        (["N", 3, "h", "w"], "NCHW", "RGB", (224, 224)),
+    ],
+)
+def test_image_inputs_are_guessed(tmp_path: Path, shape: list, layout: str, mode: str, size: tuple) -> None:
+    model = make_image_onnx(tmp_path / "img.onnx", shape)
+    manifest = convert_model(model, tmp_path / "models", "img", subprocess=False)
+    image = manifest.image
+    assert (image.input, image.layout, image.color_mode, (image.height, image.width)) == ("image", layout, mode, size)
+    assert image.scale == pytest.approx(1 / 255)
+
+
+def test_image_options_override_the_guess(tmp_path: Path) -> None:
+    model = make_image_onnx(tmp_path / "img.onnx", ["N", 16, 16, 3])
+    image_options = ImageOptions(color_mode="BGR", scale=1.0, mean=[103.9, 116.8, 123.7], std=[57.4, 57.1, 58.4])
+    manifest = convert_model(model, tmp_path, "a", options=ConvertOptions(image=image_options), subprocess=False)
+    assert (manifest.image.color_mode, manifest.image.scale, manifest.image.mean) == ("BGR", 1.0, [103.9, 116.8, 123.7])
+    manifest = convert_model(model, tmp_path, "b", options=ConvertOptions(image=ImageOptions(disable=True)))
+    assert manifest.image is None
+    with pytest.raises(ConversionError, match="--mean has 2 values"):
+        convert_model(model, tmp_path, "c", options=ConvertOptions(image=ImageOptions(mean=[1, 2])), subprocess=False)
+    assert not (tmp_path / "c").exists()
+
+
+def test_non_image_rank4_is_not_an_image(tmp_path: Path) -> None:
+    model = make_image_onnx(tmp_path / "seq.onnx", ["N", 10, 20, 5])
+    assert convert_model(model, tmp_path, "seq", subprocess=False).image is None
+
+
+def test_random_inputs_cover_datatypes() -> None:
+    specs = [
+        TensorSpec("f", "FP32", [-1, 3]),
+        TensorSpec("i", "INT64", [-1, -1]),
+        TensorSpec("b", "BOOL", [-1]),
+        TensorSpec("s", "BYTES", [-1, 2]),
+        TensorSpec("fixed", "FP16", [2, 5]),
+    ]
+    first, again = random_inputs(specs, 4, 0), random_inputs(specs, 4, 0)
+    assert {k: (v.dtype.name, v.shape) for k, v in first.items()} == {
+        "f": ("float32", (4, 3)),
+        "i": ("int64", (4, 8)),
+        "b": ("bool", (4,)),
+        "s": ("object", (4, 2)),
+        "fixed": ("float16", (2, 5)),
+    }
+    assert all(np.array_equal(first[k], again[k]) for k in first)  # seeded
+    assert first["i"].min() >= 0 and first["i"].max() < 10
+
+
+def test_manifest_is_valid_json_without_infinities(tmp_path: Path, onnx_file: Path) -> None:
+    convert_model(onnx_file, tmp_path, "m", options=ConvertOptions(format="fake_exact"), converters=FAKES)
+    text = (tmp_path / "m" / "1" / "modelport.json").read_text()
+    json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
