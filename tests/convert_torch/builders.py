@@ -27,6 +27,7 @@ MODELS: dict[str, tuple[str, dict[str, tuple[list[int], str]]]] = {
     "embedding": ("EmbeddingBagOfWords", {"ids": ([3, 5], "int64")}),
     "data_dependent": ("DataDependent", {"x": ([3, 4], "float32")}),
     "dict_heads": ("DictHeads", {"x": ([3, 5], "float32")}),
+    "mixed": ("MixedInputs", {"ids": ([3, 4], "int64"), "x": ([3, 3], "float32")}),
 }
 
 # A class defined in the training script itself: its pickle refers to ``__main__.MainMLP``.
@@ -64,7 +65,7 @@ def arrays_for(inputs, batch):
     for name, (shape, dtype) in inputs.items():
         shape = [batch, *shape[1:]]
         if dtype.startswith("int"):
-            arrays[name] = rng.integers(0, 20, size=shape).astype(dtype)
+            arrays[name] = rng.integers(0, 12, size=shape).astype(dtype)
         else:
             arrays[name] = rng.standard_normal(shape).astype(dtype)
     return arrays

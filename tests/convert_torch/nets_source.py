@@ -55,6 +55,16 @@ class EmbeddingBagOfWords(nn.Module):
         return self.fc(self.embedding(ids).mean(dim=1))
 
 
+class MixedInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(12, 3)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, ids: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.embedding(ids).sum(dim=1) * x)
+
+
 class DictHeads(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -21,6 +21,7 @@ CASES: dict[str, tuple[dict[str, list[int]], str, list[str] | None, list[str]]] 
     "cnn": ({"image": [1, 3, 8, 8]}, "FP32", ["probabilities"], ["probabilities"]),
     "two_io": ({"a": [1, 4], "b": [1, 2]}, "FP32", None, ["output_0", "output_1"]),
     "embedding": ({"ids": [1, 5]}, "INT64", None, ["output"]),
+    "mixed": ({"ids": [1, 4], "x": [1, 3]}, "ids=INT64", None, ["output"]),
 }
 SAVED_AS = {"script": "torchscript", "trace": "torchscript", "pickle": "torch_pickle"}
 
@@ -64,7 +65,8 @@ def test_converts_and_matches_torch(torch_models: Artifacts, tmp_path: Path, kin
     assert converted.format == "onnx" and converted.source_format == SAVED_AS[saved_as]
     assert [i.name for i in converted.inputs] == list(shapes)
     assert [i.shape for i in converted.inputs] == [[-1, *dims[1:]] for dims in shapes.values()]
-    assert {i.datatype for i in converted.inputs} == {dtype}
+    expected_types = {"ids": "INT64", "x": "FP32"} if dtype == "ids=INT64" else dict.fromkeys(shapes, dtype)
+    assert {i.name: i.datatype for i in converted.inputs} == expected_types
     assert [o.name for o in converted.outputs] == output_names
     assert all(o.shape[0] == -1 and o.datatype == "FP32" for o in converted.outputs)
     assert converted.max_batch_size == -1
@@ -112,6 +114,7 @@ def test_integer_samples_stay_inside_the_embedding(torch_models: Artifacts, tmp_
     ids = converted.make_inputs(3, 64)["ids"]
     assert ids.dtype == np.int64 and ids.shape == (64, 5)
     assert ids.min() >= 0 and ids.max() < 20  # nn.Embedding(20, 8)
+    assert ids.max() >= 12  # the table's own size, not a fixed default
 
 
 @pytest.mark.slow

@@ -183,3 +183,23 @@ def test_missing_input_shape_fails_with_usage(torch_models: Artifacts, tmp_path:
     assert result.returncode == 2, result.stderr
     assert "--input-shape NAME=d0,d1,..." in result.stderr and "e.g. --input-shape x=1,3,224,224" in result.stderr
     assert not (tmp_path / "models").exists() or not any((tmp_path / "models").iterdir())
+
+
+@pytest.mark.slow
+def test_mixed_integer_and_float_inputs_through_the_python_api(torch_models: Artifacts, tmp_path: Path) -> None:
+    from convert.formats import ConvertOptions
+    from convert.pipeline import convert_model
+
+    source = tmp_path / "ranker"
+    source.mkdir()
+    shutil.copy(torch_models.path("mixed", "pickle"), source / "model.pt")
+    nets_file = torch_models.directory / f"{torch_models.nets_module}.py"
+    shutil.copy(nets_file, source / nets_file.name)
+    options = ConvertOptions(input_shapes={"ids": [1, 4], "x": [1, 3]}, input_dtype="ids=INT64")
+    manifest = convert_model(source, tmp_path / "models", "ranker", options=options)
+    assert [(t.name, t.datatype, t.shape) for t in manifest.inputs] == [
+        ("ids", "INT64", [-1, 4]),
+        ("x", "FP32", [-1, 3]),
+    ]
+    assert manifest.parity.verified and manifest.parity.max_abs_error <= ATOL
+    assert (tmp_path / "models" / "ranker" / "1" / "model.onnx").is_file()
