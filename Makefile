@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman || echo docker))
 
-.PHONY: install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml
+.PHONY: example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml
 
 install: install-serve install-dev
 
@@ -55,6 +55,21 @@ examples: $(EXAMPLES_DIR)/.stamp
 $(EXAMPLES_DIR)/.stamp: examples/make_examples.py examples/labels.txt examples/sample.jpg $(DEV_VENV)/.stamp
 	$(DEV_PY) examples/make_examples.py $(EXAMPLES_DIR)
 	touch $@
+
+# ---- serve ---------------------------------------------------------------------------------
+# `make serve` with no arguments converts the example models into ./models (once) and serves them.
+# `make serve REPOSITORY=dir` serves an existing repository as it is.
+EXAMPLE_MODELS := $(REPOSITORY)/colour-classifier/1/modelport.json $(REPOSITORY)/tabular-regressor/1/modelport.json
+example-models: $(EXAMPLE_MODELS)
+$(REPOSITORY)/colour-classifier/1/modelport.json: $(EXAMPLES_DIR)/.stamp
+	$(DEV_PY) -m convert $(EXAMPLES_DIR)/colour_classifier.keras --repository $(REPOSITORY) \
+		--name colour-classifier --labels examples/labels.txt --force
+$(REPOSITORY)/tabular-regressor/1/modelport.json: $(EXAMPLES_DIR)/.stamp
+	$(DEV_PY) -m convert $(EXAMPLES_DIR)/tabular_regressor.keras --repository $(REPOSITORY) \
+		--name tabular-regressor --force
+
+serve: install-serve $(if $(filter models,$(REPOSITORY)),example-models)
+	$(SERVE_PY) -m runtime --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
 # ---- tests ---------------------------------------------------------------------------------
 # The whole suite: runtime, converters (real TensorFlow/PyTorch/scikit-learn models), PMML on a
