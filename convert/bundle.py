@@ -120,7 +120,7 @@ def _fsync(path: Path) -> None:
 def triton_config(manifest: Manifest) -> str:
     """Triton's config.pbtxt: dims exclude the batch axis when max_batch_size > 0."""
     lines = [
-        f'name: "{manifest.name}"',
+        f"name: {_quote(manifest.name)}",
         'platform: "onnxruntime_onnx"',
         f"max_batch_size: {manifest.max_batch_size}",
     ]
@@ -133,9 +133,14 @@ def triton_config(manifest: Manifest) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _quote(text: str) -> str:
+    """A protobuf text-format string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
 def _tensor_config(spec: TensorSpec, batched: bool) -> str:
     dims = spec.shape[1:] if batched else spec.shape
-    body = [f'    name: "{spec.name}"', f"    data_type: {TRITON_TYPES[spec.datatype]}"]
+    body = [f"    name: {_quote(spec.name)}", f"    data_type: {TRITON_TYPES[spec.datatype]}"]
     if dims:
         body.append(f"    dims: [ {', '.join(str(d) for d in dims)} ]")
     else:  # Triton needs at least one dim: a per-row scalar is [1] reshaped to []

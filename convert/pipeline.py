@@ -31,6 +31,7 @@ from runtime.manifest import Manifest, Parity, SourceInfo
 
 MAX_NESTED_ARCHIVES = 2
 DEBUG_ENV = "MODELPORT_DEBUG"  # set to 1: print the converter's traceback on unexpected errors
+CHILD_LOG = "converter.log"  # the child's stdout/stderr, inside the conversion workdir
 INPROCESS_ENV = "MODELPORT_CONVERT_INPROCESS"  # set to 1: no child process (debugging)
 
 
@@ -160,6 +161,7 @@ def run_in_child(
             child.join()
             raise ConversionError(
                 f"{found.path}: the {found.format} converter crashed ({_exit_reason(child.exitcode)})"
+                + _log_tail(workdir / CHILD_LOG)
             ) from None
         child.join()
     finally:
@@ -202,6 +204,8 @@ def _child_main(
 ) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches both
+    if os.environ.get(DEBUG_ENV) != "1":
+        _redirect_output(workdir / CHILD_LOG)  # frameworks' chatter would bury the one-line result
     try:
         result: tuple = ("ok", convert_and_verify(found, options, workdir, converters))
     except ConversionError as exc:
@@ -215,6 +219,28 @@ def _child_main(
         sender.send(("error", ("ConversionError", f"{found.path}: converter result cannot be returned: {exc}", 2)))
     finally:
         sender.close()
+
+
+def _redirect_output(log_path: Path) -> None:
+    """Send the child's stdout and stderr (file descriptors too: TensorFlow logs from C++) to a log."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 (lives as long as the process)
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def _log_tail(log_path: Path, lines: int = 3) -> str:
+    """The last lines the crashed converter printed: often the reason (e.g. a fatal C++ check)."""
+    try:
+        text = log_path.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    tail = " | ".join(line.strip()[:300] for line in text[-lines:] if line.strip())
+    return f"; last output: {tail}" if tail else ""
 
 
 def _unexpected(found: detect.Detection, exc: BaseException) -> ConversionError:

@@ -38,13 +38,14 @@ NUMPY_TYPES = {
 }
 
 
-def manifest_for(converted: Converted, name: str = "model") -> Manifest:
+def manifest_for(converted: Converted, max_batch_size: int, name: str = "model") -> Manifest:
+    """The manifest the engine sees; ``max_batch_size`` is used for a dynamic batch axis (-1)."""
     return Manifest(
         name=name,
         format=converted.format,
         inputs=converted.inputs,
         outputs=converted.outputs,
-        max_batch_size=0 if converted.max_batch_size == 0 else max(converted.max_batch_size, 1),
+        max_batch_size=max_batch_size if converted.max_batch_size < 0 else converted.max_batch_size,
         image=converted.image,
         labels=converted.labels,
         label_output=converted.label_output,
@@ -76,12 +77,14 @@ def random_tensor(rng: np.random.Generator, datatype: str, shape: list[int]) -> 
 def verify(converted: Converted, options: ConvertOptions) -> Parity:
     """Compare source and served outputs; raise VerificationError naming the worst output."""
     batch = max(2, options.verify_batch)
+    if converted.max_batch_size > 0:
+        batch = min(batch, converted.max_batch_size)
     if converted.make_inputs is not None:
         inputs = converted.make_inputs(options.seed, batch)
     else:
         inputs = random_inputs(converted.inputs, batch if converted.max_batch_size != 0 else 1, options.seed)
     samples = len(next(iter(inputs.values()))) if inputs else 0
-    served = run_served(converted, inputs)
+    served = run_served(converted, inputs, options.max_batch_size)
     if converted.reference is None:
         return Parity(
             verified=False,
@@ -95,8 +98,8 @@ def verify(converted: Converted, options: ConvertOptions) -> Parity:
     return compare(expected, served, converted, options, samples)
 
 
-def run_served(converted: Converted, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    manifest = manifest_for(converted)
+def run_served(converted: Converted, inputs: dict[str, np.ndarray], max_batch_size: int) -> dict[str, np.ndarray]:
+    manifest = manifest_for(converted, max_batch_size)
     with tempfile.TemporaryDirectory(prefix="modelport-verify-") as tmp:
         version_dir = _version_dir(converted.model_path, MODEL_FILES[converted.format], Path(tmp))
         try:

@@ -7,6 +7,7 @@ verification compares against, or how the process ends.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +46,7 @@ def off_by_a_bit(source: Path, options: ConvertOptions, workdir: Path) -> Conver
 
 
 def refuses(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
+    print("a framework warning nobody asked for", file=sys.stderr, flush=True)
     raise ConversionError(f"{source}: refused on purpose")
 
 
@@ -53,6 +55,7 @@ def buggy(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
 
 
 def crashes(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
+    print("fatal: the native library gave up", flush=True)
     os._exit(17)  # like a segfault or the OOM killer: no Python exception reaches the parent
 
 

@@ -98,7 +98,11 @@ def test_no_verify_is_recorded(tmp_path: Path, onnx_file: Path) -> None:
     [
         ("fake_refuses", ConversionError, "refused on purpose"),
         ("fake_buggy", ConversionError, "the fake_buggy converter failed: KeyError: 'missing'"),
-        ("fake_crashes", ConversionError, r"the fake_crashes converter crashed \(exit code 17\)"),
+        (
+            "fake_crashes",
+            ConversionError,
+            r"the fake_crashes converter crashed \(exit code 17\); last output: fatal: the native library gave up",
+        ),
     ],
 )
 def test_converter_failures_leave_nothing(tmp_path: Path, onnx_file: Path, fmt: str, error: type, message: str) -> None:
@@ -109,6 +113,13 @@ def test_converter_failures_leave_nothing(tmp_path: Path, onnx_file: Path, fmt: 
         convert_model(onnx_file, repository, "m", options=ConvertOptions(format=fmt), converters=FAKES)
     assert str(onnx_file) in str(info.value)
     assert listing(repository) == ["other"]
+
+
+def test_child_output_stays_out_of_the_terminal(tmp_path: Path, onnx_file: Path, capfd: pytest.CaptureFixture) -> None:
+    with pytest.raises(ConversionError, match="refused on purpose"):
+        convert_model(onnx_file, tmp_path, "m", options=ConvertOptions(format="fake_refuses"), converters=FAKES)
+    captured = capfd.readouterr()
+    assert "nobody asked for" not in captured.out + captured.err
 
 
 def test_existing_version_needs_force(tmp_path: Path, onnx_file: Path) -> None:
