@@ -101,7 +101,7 @@ def test_no_verify_is_recorded(tmp_path: Path, onnx_file: Path) -> None:
         (
             "fake_crashes",
             ConversionError,
-            r"the fake_crashes converter crashed \(exit code 17\); last output: fatal: the native library gave up",
+            r"converter crashed \(exit code 17\); last output: fatal: the native library gave up",
         ),
     ],
 )
