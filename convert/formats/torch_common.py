@@ -362,12 +362,17 @@ def export_module(
     notes: list[str] = []
     failures: list[str] = []
     export = {"dynamo": export_dynamo, "torchscript": export_torchscript_exporter}
-    for exporter in exporters:
+    for position, exporter in enumerate(exporters):
         path.unlink(missing_ok=True)
         try:
             export[exporter](module, args, examples, names, path, options.opset)
         except Exception as exc:
             failures.append(f"{exporter} exporter: {first_line(exc)}")
+            continue
+        is_last = position == len(exporters) - 1
+        disagreement = None if is_last else disagrees(path, module, examples, names, options, bound, source)
+        if disagreement is not None:  # let the next exporter try; verification judges the last one
+            failures.append(f"{exporter} exporter: {disagreement}")
             continue
         detail["exporter"] = exporter
         break
@@ -397,6 +402,36 @@ def export_module(
         reference=make_reference(module, examples, names, source),
         make_inputs=lambda seed, batch: sample_inputs(examples, seed, batch, bound),
     )
+
+
+def disagrees(
+    path: Path,
+    module: Any,
+    examples: Sequence[ExampleInput],
+    names: Sequence[str],
+    options: ConvertOptions,
+    integer_bound: int,
+    source: Path,
+) -> str | None:
+    """A quick onnxruntime-vs-torch check (batch 3, unlike the export's 2) so that an export that
+    loads but computes something else can fall back to another exporter; None when it agrees."""
+    import onnxruntime
+
+    inputs = sample_inputs(examples, options.seed + 1, EXPORT_BATCH + 1, integer_bound)
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        served = session.run(list(names), inputs)
+    except Exception as exc:
+        return f"onnxruntime cannot run the result: {first_line(exc)}"
+    expected = make_reference(module, examples, names, source)(inputs)
+    for name, got in zip(names, served, strict=True):
+        want = expected[name]
+        if got.shape != want.shape:
+            return f"output {name!r} has shape {list(got.shape)} in onnxruntime, {list(want.shape)} in torch"
+        if not np.allclose(got, want, atol=options.atol, rtol=options.rtol, equal_nan=True):
+            error = float(np.max(np.abs(got.astype(np.float64) - want.astype(np.float64))))
+            return f"output {name!r} differs from torch by up to {error:.3g}"
+    return None
 
 
 def model_file(source: Path, fmt: str) -> Path:

@@ -230,3 +230,22 @@ def test_garbage_file_is_refused(tmp_path: Path, fmt: str, expected: str) -> Non
     path.write_bytes(b"definitely not a model" * 10)
     with pytest.raises(ConversionError, match=expected):
         convert(path, fmt, tmp_path / "work", input_shapes={"x": [1, 6]})
+
+
+@pytest.mark.slow
+def test_export_self_check_spots_a_model_that_computes_something_else(torch_models: Artifacts, tmp_path: Path) -> None:
+    """The check that lets a pickled module fall back from a dynamo export that runs but is wrong."""
+    import torch
+
+    from convert.formats.torch_common import disagrees, example_inputs
+
+    converted = convert(torch_models.path("mlp", "script"), "torchscript", tmp_path, input_shapes={"x": [1, 6]})
+    options = ConvertOptions(input_shapes={"x": [1, 6]})
+    examples = example_inputs(options, tmp_path, "TorchScript")
+    same = torch.jit.load(str(torch_models.path("mlp", "trace")))
+    assert disagrees(converted.model_path, same, examples, ["output"], options, 10, tmp_path) is None
+    changed = torch.jit.load(str(torch_models.path("mlp", "trace")))
+    with torch.no_grad():
+        next(iter(changed.parameters())).add_(0.5)
+    message = disagrees(converted.model_path, changed, examples, ["output"], options, 10, tmp_path)
+    assert message is not None and message.startswith("output 'output' differs from torch by up to")
