@@ -1,0 +1,53 @@
+"""``python -m runtime --repository DIR``: load the models, serve until SIGTERM/SIGINT, exit 0.
+
+On SIGTERM aiohttp stops accepting connections, gives in-flight requests ``--shutdown-grace``
+seconds to finish, then runs the cleanup (batchers stopped, engines closed). A model that cannot be
+loaded stops the start with exit status 1 and one log line naming the file and the reason, unless
+``--allow-partial`` is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from aiohttp import web
+
+from runtime.app import create_app
+from runtime.errors import ModelLoadError
+from runtime.settings import parse_settings
+
+log = logging.getLogger("runtime")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("aiohttp.access").disabled = True  # runtime.access writes the one line per request
+    app = create_app(settings)
+    log.info("serving %s on http://%s:%d", settings.repository, settings.host, settings.port)
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            shutdown_timeout=settings.shutdown_grace,
+            access_log=None,
+            print=None,
+        )
+    except ModelLoadError as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    except OSError as exc:  # e.g. the port is taken
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
+    log.info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

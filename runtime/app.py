@@ -1,0 +1,209 @@
+"""The aiohttp application factory: routes, middleware, and the load/close lifecycle.
+
+``create_app(settings)`` builds the app; its cleanup context loads every model (before the server
+starts listening, so readiness is true from the first answer) and, at shutdown, stops the batchers,
+closes the engines and the thread pool. One middleware turns ``ModelportError`` into
+``{"error": msg}`` with its status and headers, any other exception into a generic 500 (traceback to
+the log only), and writes the access log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from runtime.batching import Batcher
+from runtime.engines import EngineOptions
+from runtime.errors import ModelportError
+from runtime.handlers import health, v2
+from runtime.handlers.common import (
+    DEADLINE,
+    EXECUTOR,
+    METRICS,
+    MODEL,
+    READY,
+    REPOSITORY,
+    SETTINGS,
+    STARTED,
+    json_response,
+)
+from runtime.metrics import Metrics
+from runtime.repository import Repository
+from runtime.settings import Settings
+
+log = logging.getLogger("runtime")
+access_log = logging.getLogger("runtime.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    started = time.perf_counter()
+    request[STARTED] = started
+    timeout = request.app[SETTINGS].request_timeout
+    if timeout > 0:
+        request[DEADLINE] = asyncio.get_running_loop().time() + timeout
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except ModelportError as exc:
+        status = exc.status
+        return _error_response(exc.status, str(exc), exc.headers or None)
+    except web.HTTPException as exc:
+        status = exc.status
+        return _error_response(exc.status, _http_message(request, exc), _passthrough_headers(exc))
+    except asyncio.CancelledError:
+        status = 499  # the client went away; nothing is sent
+        raise
+    except Exception:
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return _error_response(500, "internal server error (see the server log)")
+    finally:
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s model=%s status=%d duration_ms=%.2f",
+                request.method,
+                request.path,
+                request.get(MODEL, "-"),
+                status,
+                (time.perf_counter() - started) * 1e3,
+            )
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if isinstance(exc, web.HTTPNotFound):
+        return f"no route {request.method} {request.path}"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        return f"{request.method} is not allowed on {request.path}; use {', '.join(sorted(exc.allowed_methods))}"
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        limit = request.app[SETTINGS].max_body_mb
+        return f"the request body is larger than the {limit} MiB limit (--max-body-mb)"
+    return exc.reason or f"HTTP {exc.status}"
+
+
+def _passthrough_headers(exc: web.HTTPException) -> dict[str, str] | None:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else None
+
+
+def engine_options(settings: Settings) -> EngineOptions:
+    return EngineOptions(
+        intra_op_threads=settings.intra_op_threads,
+        inter_op_threads=settings.inter_op_threads,
+        graph_optimization=settings.graph_optimization,
+    )
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Load at startup (in a worker thread: the loop stays responsive), close everything at cleanup."""
+    settings = app[SETTINGS]
+    repository = app[REPOSITORY]
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(app[EXECUTOR], repository.load, settings.allow_partial)
+    metrics = app[METRICS]
+    batchers: list[Batcher] = []
+    for entry in repository.entries():
+        metrics.model(entry.name, entry.version)  # every model appears in /metrics from the start
+        if entry.engine is None:
+            continue
+        manifest = entry.engine.manifest
+        max_batch = settings.max_batch_size or manifest.max_batch_size
+        if manifest.max_batch_size > 0:
+            max_batch = min(max_batch, manifest.max_batch_size)
+        entry.batcher = Batcher(
+            entry.engine,
+            metrics.model(entry.name, entry.version),
+            app[EXECUTOR],
+            max_batch=max_batch,
+            delay_s=settings.batch_delay_ms / 1000.0,
+            max_queue=settings.max_queue,
+            instances=settings.instances,
+        )
+        entry.batcher.start()
+        batchers.append(entry.batcher)
+    app[READY]["ready"] = True
+    yield
+    app[READY]["ready"] = False
+    await asyncio.gather(*(b.stop() for b in batchers))
+    repository.close()
+    app[EXECUTOR].shutdown(wait=False, cancel_futures=True)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[READY]["ready"] = False  # load balancers stop sending while in-flight requests finish
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    app[SETTINGS] = settings
+    app[REPOSITORY] = Repository(settings.repository, engine_options(settings), settings.models)
+    app[METRICS] = Metrics()
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=max(4, settings.instances * 4), thread_name_prefix="infer")
+    app[READY] = {"ready": False}
+    app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_on_shutdown)
+    add_routes(app)
+    return app
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/v2/health/live", health.live)
+    r.add_get("/v2/health/ready", health.ready)
+    r.add_get("/v2", health.server_metadata)
+    for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        r.add_get(prefix, v2.model_metadata)
+        r.add_get(prefix + "/ready", health.model_ready)
+        r.add_post(prefix + "/infer", v2.model_infer)
+    r.add_get("/metrics", health.metrics)
+    _add_simple_routes(app)
+    _add_openapi_routes(app)
+
+
+def _add_simple_routes(app: web.Application) -> None:
+    if importlib.util.find_spec("runtime.handlers.simple") is None:
+        return
+    from runtime.handlers import simple
+
+    r = app.router
+    r.add_get("/api/models", simple.list_models)
+    r.add_get("/api/models/{name}", simple.model_info)
+    r.add_post("/api/models/{name}/predict", simple.predict)
+    r.add_post("/api/models/{name}/image", simple.image)
+    r.add_post("/predict", simple.predict)
+    r.add_post("/predict/image", simple.image)
+
+
+def _add_openapi_routes(app: web.Application) -> None:
+    """``/openapi.json`` and ``/docs`` exist only when ``runtime/openapi.py`` provides them."""
+    try:
+        from runtime import openapi
+    except ImportError:
+        return
+    document = getattr(openapi, "OPENAPI", None)
+    page = getattr(openapi, "DOCS_HTML", None)
+    if not isinstance(document, dict) or not isinstance(page, str):
+        return
+    body = json_response(document).body
+
+    async def openapi_json(request: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    async def docs(request: web.Request) -> web.Response:
+        return web.Response(text=page, content_type="text/html")
+
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs)

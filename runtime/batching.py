@@ -1,0 +1,200 @@
+"""Per-model request queue with adaptive batching, a queue bound and per-request deadlines.
+
+Every inference goes through its model's ``Batcher``: requests wait in one asyncio queue, and
+``instances`` workers take them off, run the engine in the shared thread pool and hand each request
+its slice of the answer. When a worker finds more compatible requests already waiting (same input
+names, dtypes and trailing shapes, same output selection) it concatenates them along axis 0, up to
+``max_batch`` rows, and runs them as one batch; with ``delay`` > 0 it also waits that long for more.
+A model without a batch axis (``max_batch_size`` 0, or any tensor whose first axis is fixed) is never
+merged. Past ``max_queue`` waiting requests a new one gets 503 + Retry-After instead of queueing,
+and a request whose deadline passes gets 504 (and is dropped if it has not run yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from runtime.engines import Engine
+from runtime.errors import DeadlineExceeded, InferenceError, ModelportError, Unavailable
+from runtime.metrics import ModelMetrics
+
+log = logging.getLogger("runtime.batching")
+
+
+@dataclass
+class _Job:
+    inputs: dict[str, np.ndarray]
+    outputs: tuple[str, ...] | None
+    future: asyncio.Future
+    enqueued: float
+    rows: int
+
+    def compatible(self, other: _Job) -> bool:
+        if self.outputs != other.outputs or self.inputs.keys() != other.inputs.keys():
+            return False
+        for name, array in self.inputs.items():
+            theirs = other.inputs[name]
+            if array.dtype != theirs.dtype or array.shape[1:] != theirs.shape[1:]:
+                return False
+        return True
+
+
+def batchable(engine: Engine) -> bool:
+    """True when every input and output has a variable first axis, so requests can be stacked on it."""
+    manifest = engine.manifest
+    tensors = manifest.inputs + manifest.outputs
+    return manifest.max_batch_size > 0 and bool(manifest.inputs) and all(t.shape and t.shape[0] == -1 for t in tensors)
+
+
+class Batcher:
+    def __init__(
+        self,
+        engine: Engine,
+        metrics: ModelMetrics,
+        executor: Executor,
+        *,
+        max_batch: int,
+        delay_s: float,
+        max_queue: int,
+        instances: int = 1,
+    ) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.executor = executor
+        self.max_batch = max_batch if batchable(engine) else 1
+        self.delay_s = delay_s
+        self.max_queue = max_queue
+        self.instances = instances
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._workers: list[asyncio.Task] = []
+        self._name = f"{engine.manifest.name}:{engine.manifest.version}"
+
+    @property
+    def batching(self) -> bool:
+        return self.max_batch > 1
+
+    def start(self) -> None:
+        self._workers = [asyncio.create_task(self._work(), name=f"batcher {self._name}") for _ in range(self.instances)]
+
+    async def stop(self) -> None:
+        for task in self._workers:
+            task.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        while not self._queue.empty():
+            job = self._queue.get_nowait()
+            if not job.future.done():
+                job.future.set_exception(Unavailable("the server is shutting down", retry_after=1))
+
+    async def infer(
+        self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, deadline: float | None
+    ) -> dict[str, np.ndarray]:
+        """Queue one validated request and wait for its outputs; ``deadline`` is ``loop.time()``-based."""
+        if self._queue.qsize() >= self.max_queue:
+            raise Unavailable(
+                f"model {self.engine.manifest.name!r} is overloaded: {self.max_queue} requests already queued",
+                retry_after=1,
+            )
+        loop = asyncio.get_running_loop()
+        first = next(iter(inputs.values()), None)
+        rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        job = _Job(inputs, tuple(outputs) if outputs else None, loop.create_future(), time.perf_counter(), rows)
+        self._queue.put_nowait(job)
+        self.metrics.pending.inc()
+        try:
+            if deadline is None:
+                return await job.future
+            async with asyncio.timeout_at(deadline):
+                return await job.future
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model {self.engine.manifest.name!r}: no answer within the request deadline (--request-timeout)"
+            ) from None
+        finally:
+            self.metrics.pending.dec()
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        carried: _Job | None = None
+        while True:
+            job = carried if carried is not None else await self._queue.get()
+            carried = None
+            if job.future.done():  # deadline passed or client gone while queued
+                continue
+            jobs = [job]
+            if self.batching:
+                carried = await self._gather(job, jobs, loop)
+            await self._run(jobs, loop)
+
+    async def _gather(self, first: _Job, jobs: list[_Job], loop: asyncio.AbstractEventLoop) -> _Job | None:
+        """Add waiting compatible requests to ``jobs``; return an incompatible one to run next."""
+        rows = first.rows
+        until = loop.time() + self.delay_s
+        while rows < self.max_batch:
+            try:
+                job = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = until - loop.time()
+                if remaining <= 0:
+                    return None
+                try:
+                    async with asyncio.timeout(remaining):
+                        job = await self._queue.get()
+                except TimeoutError:
+                    return None
+            if job.future.done():
+                continue
+            if rows + job.rows > self.max_batch or not first.compatible(job):
+                return job
+            jobs.append(job)
+            rows += job.rows
+        return None
+
+    async def _run(self, jobs: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        metrics = self.metrics
+        started = time.perf_counter()
+        for job in jobs:
+            metrics.queue_us.observe((started - job.enqueued) * 1e6)
+        if len(jobs) == 1:
+            inputs = jobs[0].inputs
+        else:
+            inputs = {name: np.concatenate([j.inputs[name] for j in jobs]) for name in jobs[0].inputs}
+        try:
+            results = await loop.run_in_executor(self.executor, self.engine.predict, inputs, jobs[0].outputs)
+        except Exception as exc:
+            if not isinstance(exc, ModelportError):
+                log.error("model %s: engine raised", self._name, exc_info=exc)
+                exc = InferenceError(f"model {self.engine.manifest.name!r}: inference failed")
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        metrics.compute_us.observe((time.perf_counter() - started) * 1e6)
+        metrics.exec_count.inc()
+        metrics.inference_count.inc(sum(j.rows for j in jobs))
+        if len(jobs) == 1:
+            if not jobs[0].future.done():
+                jobs[0].future.set_result(results)
+            return
+        self._split(jobs, results)
+
+    def _split(self, jobs: list[_Job], results: dict[str, np.ndarray]) -> None:
+        total = sum(j.rows for j in jobs)
+        bad = [k for k, v in results.items() if v.ndim == 0 or v.shape[0] != total]
+        offset = 0
+        for job in jobs:
+            end = offset + job.rows
+            if not job.future.done():
+                if bad:
+                    job.future.set_exception(
+                        InferenceError(f"model {self.engine.manifest.name!r}: output {bad[0]!r} has no batch axis")
+                    )
+                else:
+                    job.future.set_result({k: v[offset:end] for k, v in results.items()})
+            offset = end

@@ -1,0 +1,1 @@
+"""Wire formats <-> numpy, nothing else: no model lookup, no HTTP (MLServer's codec split)."""

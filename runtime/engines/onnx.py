@@ -1,0 +1,170 @@
+"""The ONNX engine: one onnxruntime ``InferenceSession`` on the CPU provider, with explicit options.
+
+onnxruntime releases the GIL inside ``run``, so the server calls ``predict`` from worker threads.
+When the version directory has no manifest, the manifest is derived from the graph: ONNX element
+types become V2 datatypes, symbolic or unknown dimensions become -1, and a variable first axis on
+every input means the model has a batch axis (``max_batch_size`` -1 in Triton terms, here
+``DERIVED_MAX_BATCH`` so that batching and the batch-size limit have a number to work with).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.engines import EngineOptions
+from runtime.errors import InferenceError, ModelLoadError
+from runtime.manifest import Manifest, TensorSpec, sha256_file
+from runtime.validation import NUMPY_DTYPES, check_inputs
+
+log = logging.getLogger("runtime.engines.onnx")
+
+DERIVED_MAX_BATCH = 1 << 16  # a derived dynamic batch axis: large, but still a bound
+ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+OPTIMIZATION_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+def session_options(options: EngineOptions) -> ort.SessionOptions:
+    """The exact session options the server uses; tests build their reference sessions with this too."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = options.intra_op_threads
+    so.inter_op_num_threads = options.inter_op_threads
+    so.graph_optimization_level = OPTIMIZATION_LEVELS[options.graph_optimization]
+    so.log_severity_level = 3  # errors only: load warnings would otherwise print per model
+    return so
+
+
+def _spec(arg: Any, path: Path) -> TensorSpec:
+    datatype = ORT_TYPES.get(arg.type)
+    if datatype is None:
+        raise ModelLoadError(f"{path}: tensor {arg.name!r} has type {arg.type}, which has no V2 datatype")
+    shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
+    return TensorSpec(name=arg.name, datatype=datatype, shape=shape)
+
+
+def describe(session: ort.InferenceSession, path: Path, name: str, version: str) -> Manifest:
+    """A manifest from the graph alone (no modelport.json in the version directory)."""
+    inputs = [_spec(a, path) for a in session.get_inputs()]
+    outputs = [_spec(a, path) for a in session.get_outputs()]
+    batched = bool(inputs) and all(s.shape and s.shape[0] == -1 for s in inputs)
+    return Manifest(
+        name=name,
+        format="onnx",
+        version=version,
+        inputs=inputs,
+        outputs=outputs,
+        model_file=path.name,
+        max_batch_size=DERIVED_MAX_BATCH if batched else 0,
+    )
+
+
+def _check_manifest(manifest: Manifest, graph: Manifest, path: Path) -> None:
+    """The manifest must describe this graph: same input names and datatypes, outputs that exist."""
+    for spec in manifest.inputs:
+        actual = graph.input(spec.name)
+        if actual is None:
+            names = ", ".join(s.name for s in graph.inputs)
+            raise ModelLoadError(f"{path}: manifest input {spec.name!r} is not in the graph (graph inputs: {names})")
+        if actual.datatype != spec.datatype:
+            raise ModelLoadError(
+                f"{path}: manifest says input {spec.name!r} is {spec.datatype}, the graph says {actual.datatype}"
+            )
+    for spec in manifest.outputs:
+        if graph.output(spec.name) is None:
+            raise ModelLoadError(f"{path}: manifest output {spec.name!r} is not in the graph")
+    missing = [s.name for s in graph.inputs if manifest.input(s.name) is None]
+    if missing:
+        raise ModelLoadError(f"{path}: graph input {missing[0]!r} is missing from the manifest")
+
+
+class OnnxEngine:
+    def __init__(self, session: ort.InferenceSession, manifest: Manifest) -> None:
+        self.session = session
+        self.manifest = manifest
+        self._all_outputs = [o.name for o in manifest.outputs]
+        self._string_inputs = {s.name for s in manifest.inputs if s.datatype == "BYTES"}
+
+    def validate(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return check_inputs(self.manifest, inputs)
+
+    def predict(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs else self._all_outputs
+        feed = {k: _as_text(v) if k in self._string_inputs else v for k, v in inputs.items()}
+        try:
+            results = self.session.run(names, feed)
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
+            raise InferenceError(f"model {self.manifest.name!r}: onnxruntime failed: {exc}") from exc
+        return dict(zip(names, results, strict=True))
+
+    def warmup(self) -> None:
+        """One run on zeros (empty strings) of the spec shapes, batch 1, so the first request is not slow."""
+        feed = {}
+        for spec in self.manifest.inputs:
+            shape = [1 if d < 0 else d for d in spec.shape]
+            if spec.datatype == "BYTES":
+                feed[spec.name] = np.full(shape, "", dtype=object)
+            else:
+                feed[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
+        self.predict(feed)
+
+    def close(self) -> None:
+        self.session = None  # type: ignore[assignment]
+
+
+def _as_text(array: np.ndarray) -> np.ndarray:
+    """onnxruntime stringifies ``bytes`` items (``"b'x'"``); give it ``str`` items."""
+    if array.dtype == object and array.size and isinstance(array.flat[0], bytes):
+        flat = [b.decode("utf-8", "replace") if isinstance(b, bytes) else b for b in array.ravel().tolist()]
+        return np.array(flat, dtype=object).reshape(array.shape)
+    return array
+
+
+def load(version_dir: Path, manifest: Manifest | None, options: EngineOptions) -> OnnxEngine:
+    path = version_dir / (manifest.model_file if manifest else "model.onnx")
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file is missing")
+    if manifest is not None and manifest.sha256:
+        actual = sha256_file(path)
+        if actual != manifest.sha256:
+            raise ModelLoadError(f"{path}: sha256 {actual} does not match the manifest's {manifest.sha256}")
+    try:
+        session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(f"{path}: onnxruntime cannot load it: {reason}") from exc
+    graph = describe(session, path, name=version_dir.parent.name, version=version_dir.name)
+    if manifest is None:
+        manifest = graph
+    else:
+        _check_manifest(manifest, graph, path)
+    engine = OnnxEngine(session, manifest)
+    if options.warmup:
+        try:
+            engine.warmup()
+        except InferenceError as exc:  # e.g. a spatial axis that 1 is too small for: serve anyway
+            log.warning("%s: warm-up with batch-1 zeros failed, serving without it: %s", path, exc)
+    return engine

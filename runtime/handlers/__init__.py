@@ -1,0 +1,1 @@
+"""HTTP handlers: they speak the protocols and call codecs, the repository and the batcher."""

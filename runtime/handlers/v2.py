@@ -1,0 +1,156 @@
+"""Open Inference Protocol (KServe V2) REST: model metadata, readiness and inference.
+
+Inference accepts JSON tensors and Triton's binary tensor data extension in both directions.
+An encoded image sent as a BYTES tensor to a model's image input is decoded by the image codec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from runtime.codecs import v2_binary, v2_json
+from runtime.errors import BadRequest
+from runtime.handlers.common import REPOSITORY, SETTINGS, infer, json_response, model_entry
+from runtime.manifest import Manifest
+from runtime.repository import ModelVersion
+from runtime.validation import v2_datatype
+
+PLATFORMS = {"onnx": "onnxruntime_onnx", "pmml": "pmml"}
+
+
+def tensor_metadata(specs: list) -> list[dict[str, Any]]:
+    return [{"name": s.name, "datatype": s.datatype, "shape": s.shape} for s in specs]
+
+
+async def model_metadata(request: web.Request) -> web.Response:
+    entry = model_entry(request, request.match_info["name"], request.match_info.get("version"))
+    manifest = entry.require_engine().manifest
+    return json_response(metadata(request, entry, manifest))
+
+
+def metadata(request: web.Request, entry: ModelVersion, manifest: Manifest) -> dict[str, Any]:
+    versions = sorted(request.app[REPOSITORY].models[entry.name], key=int)
+    return {
+        "name": entry.name,
+        "versions": versions,
+        "platform": PLATFORMS.get(entry.format, entry.format),
+        "inputs": tensor_metadata(manifest.inputs),
+        "outputs": tensor_metadata(manifest.outputs),
+    }
+
+
+def _decode_inputs(
+    entry: ModelVersion, payload: dict[str, Any], binary: memoryview, max_elements: int, max_pixels: int
+) -> dict[str, np.ndarray]:
+    tensors = payload.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise BadRequest('the request needs "inputs": a non-empty list of tensors')
+    manifest = entry.require_engine().manifest
+    image = manifest.image
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in tensors:
+        if not isinstance(tensor, dict):
+            raise BadRequest("each input must be an object with name, shape, datatype and data")
+        name = tensor.get("name")
+        datatype = tensor.get("datatype")
+        if not isinstance(name, str) or not isinstance(datatype, str):
+            raise BadRequest("each input needs a string name and datatype")
+        if name in inputs:
+            raise BadRequest(f"input {name!r} is given twice")
+        shape = tensor.get("shape")
+        count = v2_json.element_count(name, shape, max_elements)
+        parameters = tensor.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise BadRequest(f"input {name!r}: parameters must be an object")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
+            if offset + size > len(binary):
+                raise BadRequest(f"input {name!r}: binary_data_size {size} runs past the end of the body")
+            array = v2_binary.tensor_from_bytes(name, datatype, shape, count, binary[offset : offset + size])
+            offset += size
+        else:
+            array = v2_json.tensor_from_json(name, datatype, shape, tensor.get("data"), max_elements)
+        if image is not None and name == image.input and datatype == "BYTES":
+            from runtime.codecs.image import decode_batch
+
+            array = decode_batch(array, image, max_pixels)
+        inputs[name] = array
+    if offset != len(binary):
+        raise BadRequest(f"the body has {len(binary) - offset} bytes after the last binary tensor")
+    return inputs
+
+
+def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
+    """Output names (None: all) and, per name, whether the client asked for it in binary."""
+    requested = payload.get("outputs")
+    if requested is None:
+        return None, {}
+    if not isinstance(requested, list):
+        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
+    names: list[str] = []
+    binary: dict[str, bool] = {}
+    for item in requested:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest('each entry of "outputs" needs a string "name"')
+        params = item.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise BadRequest(f"output {item['name']!r}: parameters must be an object")
+        names.append(item["name"])
+        if "binary_data" in params:
+            binary[item["name"]] = bool(params["binary_data"])
+    return names or None, binary
+
+
+async def model_infer(request: web.Request) -> web.Response:
+    entry = model_entry(request, request.match_info["name"], request.match_info.get("version"))
+    settings = request.app[SETTINGS]
+    body = await request.read()
+    header, binary = v2_binary.split_body(body, request.headers.get(v2_binary.HEADER))
+    payload = v2_json.loads(header, settings.max_json_depth)
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object (a V2 inference request)")
+    request_id = payload.get("id")
+    parameters = payload.get("parameters") or {}
+    if not isinstance(parameters, dict):
+        raise BadRequest('"parameters" must be an object')
+    inputs = _decode_inputs(entry, payload, binary, settings.max_elements, settings.max_image_pixels)
+    names, binary_by_name = _requested_outputs(payload)
+    results = await infer(request, entry, inputs, names)
+    binary_default = bool(parameters.get("binary_data_output", False))
+    manifest = entry.require_engine().manifest
+    order = names or [o.name for o in manifest.outputs]
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name in order:
+        array = results[name]
+        datatype = v2_datatype(array.dtype)
+        if binary_by_name.get(name, binary_default):
+            raw = v2_binary.tensor_to_bytes(datatype, array)
+            outputs.append(
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            )
+            chunks.append(raw)
+        else:
+            outputs.append(v2_json.tensor_to_json(name, datatype, array))
+    response: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version, "outputs": outputs}
+    if request_id is not None:
+        response["id"] = request_id
+    head = v2_json.dumps(response)
+    if not chunks:
+        return web.Response(body=head, content_type="application/json")
+    return web.Response(
+        body=b"".join([head, *chunks]),
+        content_type="application/octet-stream",
+        headers={v2_binary.HEADER: str(len(head))},
+    )

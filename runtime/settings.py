@@ -1,0 +1,141 @@
+"""Every server setting in one typed dataclass, read from the command line and the environment.
+
+Precedence: command-line flag, then environment (``MODEL_REPOSITORY``, ``HOST``, ``PORT``,
+``LOG_LEVEL`` and ``MODELPORT_<FLAG>`` for the rest, e.g. ``MODELPORT_MAX_QUEUE``), then the default.
+The defaults are the documented limits (docs/runtime.md); a value of 0 switches a limit off where noted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+GRAPH_OPTIMIZATIONS = ("all", "extended", "basic", "disable")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    repository: Path
+    host: str = "0.0.0.0"
+    port: int = 5000
+    models: tuple[str, ...] = ()  # empty: every model in the repository
+    intra_op_threads: int = 0  # 0: onnxruntime's default (one per core)
+    inter_op_threads: int = 0
+    graph_optimization: str = "all"
+    max_batch_size: int = 0  # adaptive batching cap in rows; 0: the model's own max_batch_size (off if none)
+    batch_delay_ms: float = 0.0  # how long the batcher waits for more requests before running a batch
+    max_queue: int = 256  # queued requests per model before 503 + Retry-After
+    instances: int = 1  # concurrent executions per model
+    request_timeout: float = 60.0  # seconds from arrival to answer before 504; 0: no deadline
+    max_body_mb: int = 64  # request body limit in MiB (413), Triton's default
+    max_elements: int = 16 * 1024 * 1024  # elements per tensor (413)
+    max_image_pixels: int = 40_000_000  # decoded image pixels (decompression bombs, 413)
+    max_json_depth: int = 32  # nesting of a JSON body (400)
+    shutdown_grace: float = 20.0  # seconds in-flight requests get to finish after SIGTERM
+    allow_partial: bool = False  # serve the loadable models when one fails to load
+    log_level: str = "info"
+
+    @property
+    def max_body_bytes(self) -> int:
+        return self.max_body_mb * 1024 * 1024
+
+
+# flag name -> (env var, type, help); order is the --help order.
+_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "host": ("HOST", str, "address to listen on (default 0.0.0.0)"),
+    "port": ("PORT", int, "port to listen on (default 5000)"),
+    "intra_op_threads": ("MODELPORT_INTRA_OP_THREADS", int, "onnxruntime intra-op threads (0: one per core)"),
+    "inter_op_threads": ("MODELPORT_INTER_OP_THREADS", int, "onnxruntime inter-op threads (0: default)"),
+    "graph_optimization": ("MODELPORT_GRAPH_OPTIMIZATION", str, "onnxruntime graph optimisation level"),
+    "max_batch_size": ("MODELPORT_MAX_BATCH_SIZE", int, "adaptive batching: most rows per merged batch"),
+    "batch_delay_ms": ("MODELPORT_BATCH_DELAY_MS", float, "adaptive batching: wait this long for more requests"),
+    "max_queue": ("MODELPORT_MAX_QUEUE", int, "queued requests per model before 503 (default 256)"),
+    "instances": ("MODELPORT_INSTANCES", int, "concurrent executions per model (default 1)"),
+    "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, "per-request deadline in seconds, 504 after (0: none)"),
+    "max_body_mb": ("MODELPORT_MAX_BODY_MB", int, "request body limit in MiB (default 64)"),
+    "max_elements": ("MODELPORT_MAX_ELEMENTS", int, "elements per tensor (default 16777216)"),
+    "max_image_pixels": ("MODELPORT_MAX_IMAGE_PIXELS", int, "pixels per decoded image (default 40000000)"),
+    "max_json_depth": ("MODELPORT_MAX_JSON_DEPTH", int, "JSON nesting limit (default 32)"),
+    "shutdown_grace": ("MODELPORT_SHUTDOWN_GRACE", float, "seconds in-flight requests get after SIGTERM"),
+    "log_level": ("LOG_LEVEL", str, "debug | info | warning | error (default info)"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m runtime", description="Serve a modelport model repository over HTTP (KServe V2 + simple API)."
+    )
+    parser.add_argument("--repository", help="model repository directory (env MODEL_REPOSITORY)")
+    parser.add_argument(
+        "--model", action="append", dest="models", metavar="NAME", help="serve only this model (repeatable)"
+    )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        default=None,
+        help="start even if a model fails to load; that model answers 503 (env MODELPORT_ALLOW_PARTIAL=1)",
+    )
+    for name, (env, kind, text) in _OPTIONS.items():
+        extra: dict = {}
+        if name == "graph_optimization":
+            extra["choices"] = GRAPH_OPTIMIZATIONS
+        if name == "log_level":
+            extra["type"] = str.lower
+            extra["choices"] = LOG_LEVELS
+        else:
+            extra["type"] = kind
+        parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"{text} (env {env})", **extra)
+    return parser
+
+
+def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Settings from ``argv`` and ``env``; exits with a usage message on a bad value (argparse's way)."""
+    env = os.environ if env is None else env
+    parser = _parser()
+    args = parser.parse_args(argv)
+    repository = args.repository or env.get("MODEL_REPOSITORY")
+    if not repository:
+        parser.error("--repository (or MODEL_REPOSITORY) is required")
+    values: dict = {"repository": Path(repository)}
+    for name, (env_name, kind, _text) in _OPTIONS.items():
+        value = getattr(args, name)
+        if value is None and env.get(env_name):
+            try:
+                value = kind(env[env_name].lower() if name == "log_level" else env[env_name])
+            except ValueError:
+                parser.error(f"{env_name}={env[env_name]!r} is not a valid {kind.__name__}")
+        if value is not None:
+            values[name] = value
+    models = args.models or [m for m in env.get("MODELPORT_MODEL", "").split(",") if m]
+    values["models"] = tuple(models)
+    allow = args.allow_partial
+    if allow is None:
+        allow = env.get("MODELPORT_ALLOW_PARTIAL", "").lower() in ("1", "true", "yes")
+    values["allow_partial"] = bool(allow)
+    settings = Settings(**values)
+    problems = _check(settings)
+    if problems:
+        parser.error("; ".join(problems))
+    return settings
+
+
+def _check(settings: Settings) -> list[str]:
+    problems = []
+    if settings.graph_optimization not in GRAPH_OPTIMIZATIONS:
+        problems.append(f"graph optimisation must be one of {', '.join(GRAPH_OPTIMIZATIONS)}")
+    if settings.log_level not in LOG_LEVELS:
+        problems.append(f"log level must be one of {', '.join(LOG_LEVELS)}")
+    positive = ("max_queue", "instances", "max_body_mb", "max_elements", "max_image_pixels", "max_json_depth")
+    for name in positive:
+        if getattr(settings, name) < 1:
+            problems.append(f"--{name.replace('_', '-')} must be at least 1")
+    for name in ("max_batch_size", "batch_delay_ms", "request_timeout", "intra_op_threads", "inter_op_threads"):
+        if getattr(settings, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must not be negative")
+    if not 0 < settings.port < 65536:
+        problems.append("--port must be 1..65535")
+    return problems

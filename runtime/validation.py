@@ -1,0 +1,108 @@
+"""The generic check of decoded request tensors against ``manifest.inputs``.
+
+Codecs turn the wire into numpy arrays of the datatype the request declared; this module decides
+whether those arrays fit the model: known and complete input names, the exact datatype (a V2 request
+that says FP64 for an FP32 input is refused rather than silently cast), the shape against the spec
+(-1 matches any size) and the batch size against ``max_batch_size``. Everything is O(number of
+inputs): no element is touched, so it runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.errors import BadRequest
+from runtime.manifest import Manifest, TensorSpec
+
+# V2 datatype -> numpy dtype. BYTES tensors are object arrays holding ``bytes`` or ``str`` items.
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
+    "BYTES": np.dtype(object),
+}
+_V2_BY_DTYPE = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
+
+
+def numpy_dtype(datatype: str) -> np.dtype:
+    try:
+        return NUMPY_DTYPES[datatype]
+    except KeyError:
+        raise BadRequest(f"unknown datatype {datatype!r}; V2 datatypes are {', '.join(NUMPY_DTYPES)}") from None
+
+
+def v2_datatype(dtype: np.dtype) -> str:
+    """The V2 name of a numpy dtype; numpy strings count as BYTES."""
+    if dtype.kind in "OSU":
+        return "BYTES"
+    try:
+        return _V2_BY_DTYPE[np.dtype(dtype)]
+    except KeyError:
+        raise ValueError(f"numpy dtype {dtype} has no V2 datatype") from None
+
+
+def shape_matches(shape: tuple[int, ...], spec: list[int]) -> bool:
+    return len(shape) == len(spec) and all(want in (-1, got) for got, want in zip(shape, spec, strict=True))
+
+
+def format_shape(shape: list[int] | tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
+
+
+def check_inputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Return ``inputs`` (numpy string arrays made object arrays) or raise ``BadRequest`` naming the input."""
+    specs = manifest.inputs
+    known = [s.name for s in specs]
+    for name in inputs:
+        if manifest.input(name) is None:
+            raise BadRequest(f"model {manifest.name!r} has no input {name!r}; its inputs are: {', '.join(known)}")
+    missing = [n for n in known if n not in inputs]
+    if missing:
+        raise BadRequest(f"model {manifest.name!r}: missing input {missing[0]!r}; it needs: {', '.join(known)}")
+    checked: dict[str, np.ndarray] = {}
+    batch: int | None = None
+    for spec in specs:
+        array = _check_tensor(manifest.name, spec, inputs[spec.name])
+        if manifest.max_batch_size > 0:
+            rows = array.shape[0] if array.ndim else 0
+            if rows > manifest.max_batch_size:
+                raise BadRequest(
+                    f"model {manifest.name!r}: input {spec.name!r} has batch size {rows}, "
+                    f"more than the model's max_batch_size {manifest.max_batch_size}"
+                )
+            if batch is not None and rows != batch:
+                raise BadRequest(
+                    f"model {manifest.name!r}: inputs disagree on the batch size ({batch} vs {rows} in {spec.name!r})"
+                )
+            batch = rows
+        checked[spec.name] = array
+    return checked
+
+
+def _check_tensor(model: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
+    want = NUMPY_DTYPES[spec.datatype]
+    if spec.datatype == "BYTES":
+        if array.dtype.kind in "SU":
+            array = array.astype(object)
+        elif array.dtype != want:
+            raise BadRequest(
+                f"model {model!r}: input {spec.name!r} is BYTES, the request sent {v2_datatype(array.dtype)}"
+            )
+    elif array.dtype != want:
+        got = v2_datatype(array.dtype) if array.dtype.kind in "biufOSU" else str(array.dtype)
+        raise BadRequest(f"model {model!r}: input {spec.name!r} is {spec.datatype}, the request sent {got}")
+    if not shape_matches(array.shape, spec.shape):
+        raise BadRequest(
+            f"model {model!r}: input {spec.name!r} has shape {format_shape(array.shape)}, "
+            f"the model expects {format_shape(spec.shape)} (-1: any size)"
+        )
+    return array
