@@ -159,13 +159,22 @@ def library_version(library: str) -> str:
 def model_input_structure(model: Any, source: Path) -> Any:
     """The model's input structure: one tensor, a list, or a dict of Keras tensors."""
     try:
-        structure = model.input
+        return model.input
+    except (AttributeError, ValueError):
+        pass
+    # A Keras 3 Sequential model knows its inputs (``inputs``) but, never having been called on a
+    # symbolic tensor, not ``input``.
+    try:
+        inputs = list(model.inputs or [])
+        problem = "no inputs"
     except (AttributeError, ValueError) as exc:
-        raise ConversionError(
-            f"{source}: the model has no defined inputs ({first_line(exc)}); save a functional model or a "
-            f"Sequential model that starts with keras.Input(shape=...)"
-        ) from exc
-    return structure
+        inputs, problem = [], first_line(exc)
+    if inputs:
+        return inputs[0] if len(inputs) == 1 else inputs
+    raise ConversionError(
+        f"{source}: the model has no defined inputs ({problem}); save a functional model or a "
+        f"Sequential model that starts with keras.Input(shape=...)"
+    )
 
 
 def keras_inputs(model: Any, structure: Any, source: Path) -> list[TfInput]:
@@ -209,8 +218,15 @@ def embedding_bound(model: Any) -> int:
 
 # ---- outputs ---------------------------------------------------------------------------------------
 def output_names_of(model: Any) -> list[str] | None:
+    """Output layer names; a Keras 3 Sequential model has none recorded, so its last layer's name
+    (what tf_keras reports for the same model)."""
     names = getattr(model, "output_names", None)
-    return [str(n) for n in names] if isinstance(names, (list, tuple)) and names else None
+    if isinstance(names, (list, tuple)) and names:
+        return [str(n) for n in names]
+    layers = getattr(model, "layers", None)
+    if type(model).__name__ == "Sequential" and layers:
+        return [str(layers[-1].name)]
+    return None
 
 
 def name_outputs(result: Any, layer_names: list[str] | None, source: Path) -> dict[str, Any]:

@@ -269,3 +269,52 @@ def save_checkpoints(
                     write_meta_graph=meta_for is None or step in meta_for,
                 )
     return CheckpointRun(directory, inputs, outputs)
+
+
+# ---- Keras variants: Sequential, integer inputs, dict inputs and outputs ---------------------------
+def save_keras_variant(directory: Path, variant: str, seed: int = 0) -> Saved:
+    """``sequential_embedding`` (Keras 3, INT32 token ids through an Embedding of 50 rows),
+    ``dict_io`` (Keras 3, dict inputs and outputs, outputs not in key order),
+    ``tf_keras_sequential`` (a Keras 2 Sequential model built from ``input_shape``, no Input layer)."""
+    import warnings
+
+    generator = rng(seed + 100)
+    if variant == "tf_keras_sequential":
+        import tf_keras as k
+    else:
+        import keras as k
+    k.utils.set_random_seed(seed)
+    if variant == "sequential_embedding":
+        model = k.Sequential(
+            [
+                k.Input((6,), dtype="int32", name="tokens"),
+                k.layers.Embedding(50, 4, name="embed"),
+                k.layers.GlobalAveragePooling1D(),
+                k.layers.Dense(2, name="logits"),
+            ]
+        )
+        inputs = {"tokens": generator.integers(0, 50, size=(BATCH, 6)).astype("int32")}
+        outputs = {"logits": np.asarray(model.predict(inputs["tokens"], verbose=0))}
+        path = directory / "sequential_embedding.keras"
+    elif variant == "dict_io":
+        alpha, beta = k.Input((3,), name="alpha"), k.Input((2,), name="beta")
+        hidden = k.layers.Dense(4, activation="relu")(k.layers.Concatenate()([alpha, beta]))
+        model = k.Model(
+            {"alpha": alpha, "beta": beta}, {"zeta": k.layers.Dense(1)(hidden), "eta": k.layers.Dense(2)(hidden)}
+        )
+        inputs = {
+            "alpha": generator.normal(size=(BATCH, 3)).astype("float32"),
+            "beta": generator.normal(size=(BATCH, 2)).astype("float32"),
+        }
+        result = model.predict(inputs, verbose=0)
+        outputs = {"zeta": np.asarray(result["zeta"]), "eta": np.asarray(result["eta"])}
+        path = directory / "dict_io.keras"
+    else:
+        model = k.Sequential([k.layers.Dense(3, input_shape=(4,), activation="tanh"), k.layers.Dense(2, name="scores")])
+        inputs = {"dense_input": generator.normal(size=(BATCH, 4)).astype("float32")}
+        outputs = {"scores": np.asarray(model.predict(inputs["dense_input"], verbose=0))}
+        path = directory / "tf_keras_sequential.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(path)
+    return Saved(path, "keras" if path.suffix == ".keras" else "keras_h5", inputs, outputs)

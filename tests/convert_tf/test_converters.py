@@ -93,6 +93,24 @@ def test_keras_matches_source(tf_models: dict[str, builders.Saved], tmp_path: Pa
     check_reference(converted)
 
 
+@pytest.mark.parametrize(
+    ("variant", "datatype"), [("sequential_embedding", "INT32"), ("dict_io", "FP32"), ("tf_keras_sequential", "FP32")]
+)
+def test_keras_variants(tf_models: dict[str, builders.Saved], tmp_path: Path, variant: str, datatype: str) -> None:
+    """Sequential models (Keras 3 with an Input, Keras 2 from ``input_shape``), integer token ids
+    (sampled below the Embedding's 50 rows), dict inputs and outputs named by their keys."""
+    saved = tf_models[variant]
+    converted = convert(saved, None, tmp_path)
+    assert [i.name for i in converted.inputs] == list(saved.inputs)
+    assert [o.name for o in converted.outputs] == list(saved.outputs)
+    assert [i.datatype for i in converted.inputs] == [datatype] * len(saved.inputs)
+    assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
+    check_reference(converted)
+    if variant == "sequential_embedding":
+        tokens = converted.make_inputs(0, 64)["tokens"]
+        assert tokens.dtype == np.int32 and tokens.max() < 50 and tokens.max() >= 10
+
+
 def test_keras_outputs_option_selects_and_orders(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
     saved = tf_models["two_io-keras.keras"]
     converted = convert(saved, None, tmp_path, outputs=["klass"])
