@@ -9,6 +9,7 @@ input, the only exception that leaves ``detect`` is ``DetectionError``.
 from __future__ import annotations
 
 import bz2
+import glob
 import io
 import lzma
 import pickletools
@@ -49,6 +50,10 @@ def detect(root: Path) -> Detection:
     try:
         if root.is_dir():
             return _detect_dir(root)
+        if root.name in ("saved_model.pb", "saved_model.pbtxt") and (root.parent / "variables").is_dir():
+            return Detection("savedmodel", root.parent)
+        if root.name.endswith(".index") and any(root.parent.glob(f"{glob.escape(root.name[:-6])}.data-*")):
+            return Detection("checkpoint", root.parent, {"requested": root.name[:-6]})
         found = sniff_file(root)
         if isinstance(found, Detection):
             return found
@@ -385,7 +390,14 @@ def _fields(data: bytes, limit: int | None = None) -> list[tuple[int, int, bytes
     return out
 
 
+PROTOBUF_FIRST_BYTES = {0x08, 0x0A, 0x12, 0x22}  # ModelProto.ir_version; GraphDef node, library, versions
+
+
 def _detect_protobuf(path: Path) -> Detection | str:
+    with open(path, "rb") as f:
+        first = f.read(1)
+    if not first or first[0] not in PROTOBUF_FIRST_BYTES:  # serialisers write fields in number order
+        return "not a recognised model file (not HDF5, zip, pickle, protobuf or PMML)"
     size = path.stat().st_size
     if size > SCAN_BYTES * 32:  # a 2 GiB protobuf is not a model file we can parse
         return f"a {size}-byte file of unknown format"

@@ -22,6 +22,7 @@ import posixpath
 import re
 import shutil
 import socket
+import ssl
 import stat
 import tarfile
 import tempfile
@@ -166,6 +167,8 @@ def _download_once(url: str, dest_dir: Path, policy: DownloadPolicy, progress: P
             raise _Retryable(f"HTTP {exc.code} {exc.reason}") from None
         raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        if isinstance(getattr(exc, "reason", exc), ssl.SSLCertVerificationError):
+            raise DownloadError(f"{url}: TLS certificate not trusted: {_reason(exc)}") from None
         raise _Retryable(f"request failed: {_reason(exc)}") from None
     with response:
         total = _content_length(response)
@@ -459,6 +462,41 @@ def find_model_root(directory: Path) -> Path:
             raise ArchiveError(f"{directory}: no files (the archive is empty)")
         return directory
     return directory
+
+
+def fetch_model(
+    source: str,
+    dest: Path,
+    *,
+    policy: DownloadPolicy = DEFAULT_POLICY,
+    limits: ExtractLimits = DEFAULT_LIMITS,
+    progress: Progress | None = None,
+) -> Path:
+    """Download ``source`` (a URL, or "" for the model repository from the environment) into the
+    new directory ``dest``, extract it when it is a zip/tar, and return the model root.
+
+    For the serving image: fetch a bundle or model at start without the converter. ``dest`` must not
+    exist; it is created complete or not at all.
+    """
+    dest = Path(dest)
+    if dest.exists():
+        raise ArtifactError(f"{dest}: already exists")
+    url = source or model_repository_url()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    try:
+        downloaded = download(url, staging / "download", policy=policy, progress=progress)
+        if archive_kind(downloaded) is not None:
+            extract(downloaded, staging / "content", limits)
+        else:
+            (staging / "content").mkdir()
+            os.replace(downloaded, staging / "content" / downloaded.name)
+        shutil.rmtree(staging / "download", ignore_errors=True)
+        relative = find_model_root(staging / "content").relative_to(staging / "content")
+        os.rename(staging / "content", dest)
+        return dest / relative
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -231,3 +231,20 @@ def test_format_override_locates_the_file(tmp_path: Path, onnx_file: Path) -> No
     assert locate(tmp_path, "savedmodel").path == tmp_path
     with pytest.raises(DetectionError, match="unknown format 'tflite'"):
         locate(tmp_path, "tflite")
+
+
+def test_pointing_at_a_file_inside_a_directory_format(tmp_path: Path) -> None:
+    (tmp_path / "variables").mkdir()
+    (tmp_path / "saved_model.pb").write_bytes(b"\x08\x01")
+    assert detect(tmp_path / "saved_model.pb").path == tmp_path
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.ckpt-5.index").write_bytes(b"i")
+    (ckpt / "model.ckpt-5.data-00000-of-00001").write_bytes(b"d")
+    found = detect(ckpt / "model.ckpt-5.index")
+    assert (found.format, found.path, found.detail["requested"]) == ("checkpoint", ckpt, "model.ckpt-5")
+
+
+def test_large_binary_companion_is_not_read_whole(tmp_path: Path, onnx_file: Path) -> None:
+    (tmp_path / "weights.bin").write_bytes(b"\xff" * (1 << 20))
+    assert detect(tmp_path).path == onnx_file

@@ -322,3 +322,27 @@ def test_empty_archive(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "empty.zip", {})
     with pytest.raises(UnpackError, match="no files"):
         unpack(archive, tmp_path / "out")
+
+
+# ---- runtime.artifacts.fetch_model: what the serving image uses at start -----------------------
+
+
+def test_fetch_model_extracts_into_a_new_directory(tmp_path: Path, served_zip) -> None:
+    from runtime.artifacts import fetch_model
+
+    repo, _ = served_zip
+    with repository_env(repo, model_id="42"):
+        root = fetch_model("", tmp_path / "bundle", policy=FAST)
+    assert root == tmp_path / "bundle" / "model" / "model"
+    assert [p.name for p in root.iterdir()] == ["tiny.onnx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "model.zip", "tiny.onnx"]  # no partial dir left
+
+
+def test_fetch_model_failure_leaves_nothing(tmp_path: Path, served_zip) -> None:
+    from runtime.artifacts import ArtifactError, fetch_model
+
+    repo, _ = served_zip
+    repo.truncate_next(times=10)
+    with repository_env(repo, model_id="42"), pytest.raises(ArtifactError, match="truncated"):
+        fetch_model("", tmp_path / "out" / "bundle", policy=FAST)
+    assert listing(tmp_path / "out") == []
