@@ -315,6 +315,8 @@ def to_onnx(model: Any, fields: list[str], source: Path, options: ConvertOptions
         (name, StringTensorType([None, 1]) if name in text else FloatTensorType([None, 1])) for name in fields
     ]
     plain = Pipeline(list(model.steps)) if isinstance(model, Pipeline) else model  # e.g. a PMMLPipeline
+    if not text and len(fields) > 1 and not _starts_with_column_transformer(plain):
+        plain = _per_field_front(plain, fields)
     final = _final_estimator(plain)
     classifier = is_classifier(final)
     try:
@@ -372,6 +374,29 @@ def to_onnx(model: Any, fields: list[str], source: Path, options: ConvertOptions
         make_inputs=lambda seed, batch: {k: v.reshape(-1, 1) for k, v in make_columns(seed, batch).items()},
         label_outputs=[names[0]] if classifier else [],
     )
+
+
+def _starts_with_column_transformer(model: Any) -> bool:
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    first = model.steps[0][1] if isinstance(model, Pipeline) else model
+    return isinstance(first, ColumnTransformer)
+
+
+def _per_field_front(model: Any, fields: list[str]) -> Any:
+    """Put a pass-through ColumnTransformer in front, so skl2onnx joins the per-field inputs
+    (most converters accept only one input tensor). It selects columns only, so fitting it on one
+    row of zeros learns nothing that matters."""
+    import pandas as pd
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+
+    front = ColumnTransformer([("fields", "passthrough", fields)]).fit(
+        pd.DataFrame([[0.0] * len(fields)], columns=fields)
+    )
+    steps = list(model.steps) if isinstance(model, Pipeline) else [("model", model)]
+    return Pipeline([("fields", front), *steps])
 
 
 ONNX_TO_V2 = {1: "FP32", 7: "INT64", 8: "BYTES", 11: "FP64", 9: "BOOL", 6: "INT32"}
