@@ -32,6 +32,7 @@ from runtime.manifest import Manifest, Parity, SourceInfo
 MAX_NESTED_ARCHIVES = 2
 DEBUG_ENV = "MODELPORT_DEBUG"  # set to 1: print the converter's traceback on unexpected errors
 CHILD_LOG = "converter.log"  # the child's stdout/stderr, inside the conversion workdir
+TIMEOUT_ENV = "MODELPORT_CONVERT_TIMEOUT"  # seconds for conversion + verification; unset: no limit
 INPROCESS_ENV = "MODELPORT_CONVERT_INPROCESS"  # set to 1: no child process (debugging)
 
 
@@ -154,8 +155,14 @@ def run_in_child(
     with _plain_main():
         child.start()
     sender.close()
+    limit = _timeout()
     try:
         try:
+            if limit is not None and not receiver.poll(limit):
+                raise ConversionError(
+                    f"{found.path}: the {found.format} converter did not finish within {limit:g} s "
+                    f"({TIMEOUT_ENV}); it was stopped"
+                )
             kind, payload = receiver.recv()
         except EOFError:
             child.join()
@@ -181,6 +188,17 @@ def run_in_child(
     error = ConversionError(message)
     error.exit_code = exit_code
     raise error
+
+
+def _timeout() -> float | None:
+    value = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise ConversionError(f"{TIMEOUT_ENV}={value!r}: expected a number of seconds") from None
+    return seconds if seconds > 0 else None
 
 
 @contextlib.contextmanager

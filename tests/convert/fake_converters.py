@@ -59,7 +59,15 @@ def crashes(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     os._exit(17)  # like a segfault or the OOM killer: no Python exception reaches the parent
 
 
+def hangs(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
+    import time
+
+    time.sleep(600)
+    raise AssertionError("not reached")
+
+
 FAKES = {
+    "fake_hangs": "tests.convert.fake_converters:hangs",
     "fake_exact": "tests.convert.fake_converters:exact",
     "fake_off": "tests.convert.fake_converters:off_by_a_bit",
     "fake_refuses": "tests.convert.fake_converters:refuses",

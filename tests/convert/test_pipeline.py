@@ -115,6 +115,19 @@ def test_converter_failures_leave_nothing(tmp_path: Path, onnx_file: Path, fmt: 
     assert listing(repository) == ["other"]
 
 
+def test_hanging_converter_is_stopped(tmp_path: Path, onnx_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("MODELPORT_CONVERT_TIMEOUT", "3")
+    started = time.monotonic()
+    with pytest.raises(ConversionError, match="did not finish within 3 s"):
+        convert_model(
+            onnx_file, tmp_path / "models", "m", options=ConvertOptions(format="fake_hangs"), converters=FAKES
+        )
+    assert time.monotonic() - started < 30
+    assert listing(tmp_path / "models") == []
+
+
 def test_child_output_stays_out_of_the_terminal(tmp_path: Path, onnx_file: Path, capfd: pytest.CaptureFixture) -> None:
     with pytest.raises(ConversionError, match="refused on purpose"):
         convert_model(onnx_file, tmp_path, "m", options=ConvertOptions(format="fake_refuses"), converters=FAKES)
