@@ -12,6 +12,7 @@ import logging
 import sys
 
 from aiohttp import web
+from prometheus_client import disable_created_metrics
 
 from runtime.app import create_app
 from runtime.errors import ModelLoadError
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("aiohttp.access").disabled = True  # runtime.access writes the one line per request
+    disable_created_metrics()  # Triton exports no *_created series; keep /metrics small
     app = create_app(settings)
     log.info("serving %s on http://%s:%d", settings.repository, settings.host, settings.port)
     try:

@@ -10,7 +10,6 @@ the log only), and writes the access log line.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,7 +20,7 @@ from aiohttp import web
 from runtime.batching import Batcher
 from runtime.engines import EngineOptions
 from runtime.errors import ModelportError
-from runtime.handlers import health, v2
+from runtime.handlers import health, simple, v2
 from runtime.handlers.common import (
     DEADLINE,
     EXECUTOR,
@@ -149,7 +148,9 @@ async def _on_shutdown(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app[REPOSITORY] = Repository(settings.repository, engine_options(settings), settings.models)
+    app[REPOSITORY] = Repository(
+        settings.repository, engine_options(settings), settings.models, all_versions=settings.all_versions
+    )
     app[METRICS] = Metrics()
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=max(4, settings.instances * 4), thread_name_prefix="infer")
     app[READY] = {"ready": False}
@@ -174,10 +175,6 @@ def add_routes(app: web.Application) -> None:
 
 
 def _add_simple_routes(app: web.Application) -> None:
-    if importlib.util.find_spec("runtime.handlers.simple") is None:
-        return
-    from runtime.handlers import simple
-
     r = app.router
     r.add_get("/api/models", simple.list_models)
     r.add_get("/api/models/{name}", simple.model_info)

@@ -1,85 +1,96 @@
-"""Prometheus metrics named after Triton's ``nv_inference_*`` family, so existing dashboards chart them.
+"""Prometheus metrics named exactly as Triton's ``nv_inference_*`` family, so existing dashboards work.
 
-One private registry per app (tests start several). Children are bound once per model version, so
-the hot path is an attribute lookup and an ``inc``/``observe``. Durations are in microseconds, as
-in Triton; the histograms' buckets span 100 us to 60 s.
+Counters are plain per-model numbers (incremented only on the event loop, so no lock) exported by a
+small collector under Triton's names: ``nv_inference_request_success`` and friends carry no
+``_total`` suffix, which prometheus_client's own ``Counter`` would add. The duration histograms are
+prometheus_client ``Histogram`` children bound once per model version; durations are microseconds,
+as in Triton, with buckets from 100 us to 60 s. One private registry per app (tests start several).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.metrics_core import Metric
 
 LABELS = ("model", "version")
 BUCKETS_US = (100, 250, 500, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 1e7, 6e7)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+COUNTERS = {
+    "success": ("nv_inference_request_success", "counter", "Number of successful inference requests"),
+    "failure": ("nv_inference_request_failure", "counter", "Number of failed inference requests"),
+    "inference_count": ("nv_inference_count", "counter", "Number of inferences performed (a batch of N counts N)"),
+    "exec_count": ("nv_inference_exec_count", "counter", "Number of model executions (a merged batch counts once)"),
+    "pending": ("nv_inference_pending_request_count", "gauge", "Requests queued or executing"),
+}
+
+
+@dataclass
+class Count:
+    value: float = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        self.value += amount
+
+    def dec(self, amount: float = 1.0) -> None:
+        self.value -= amount
+
 
 @dataclass
 class ModelMetrics:
-    """The bound children for one model version."""
+    """Everything recorded for one model version."""
 
-    success: Counter
-    failure: Counter
-    inference_count: Counter
-    exec_count: Counter
     request_us: Histogram
     queue_us: Histogram
     compute_us: Histogram
-    pending: Gauge
+    success: Count = field(default_factory=Count)
+    failure: Count = field(default_factory=Count)
+    inference_count: Count = field(default_factory=Count)
+    exec_count: Count = field(default_factory=Count)
+    pending: Count = field(default_factory=Count)
+
+
+class _CounterCollector:
+    def __init__(self, models: dict[tuple[str, str], ModelMetrics]) -> None:
+        self._models = models
+
+    def collect(self) -> Iterator[Metric]:
+        for attribute, (name, kind, documentation) in COUNTERS.items():
+            metric = Metric(name, documentation, kind)
+            for (model, version), bound in self._models.items():
+                value = getattr(bound, attribute).value
+                metric.add_sample(name, {"model": model, "version": version}, value)
+            yield metric
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        r = self.registry
-        self._success = Counter("nv_inference_request_success", "Successful inference requests", LABELS, registry=r)
-        self._failure = Counter("nv_inference_request_failure", "Failed inference requests", LABELS, registry=r)
-        self._count = Counter("nv_inference_count", "Inferences performed (a batch of N counts N)", LABELS, registry=r)
-        self._exec = Counter(
-            "nv_inference_exec_count", "Model executions (a merged batch counts once)", LABELS, registry=r
+        self._models: dict[tuple[str, str], ModelMetrics] = {}
+        self.registry.register(_CounterCollector(self._models))  # type: ignore[arg-type]
+        self._request = self._histogram(
+            "nv_inference_request_duration_us", "End-to-end inference request handling time in microseconds"
         )
-        self._request = Histogram(
-            "nv_inference_request_duration_us",
-            "End-to-end inference request handling time in microseconds",
-            LABELS,
-            buckets=BUCKETS_US,
-            registry=r,
+        self._queue = self._histogram(
+            "nv_inference_queue_duration_us", "Time requests waited in the model's queue in microseconds"
         )
-        self._queue = Histogram(
-            "nv_inference_queue_duration_us",
-            "Time requests waited in the model's queue in microseconds",
-            LABELS,
-            buckets=BUCKETS_US,
-            registry=r,
+        self._compute = self._histogram(
+            "nv_inference_compute_infer_duration_us", "Model execution time in microseconds"
         )
-        self._compute = Histogram(
-            "nv_inference_compute_infer_duration_us",
-            "Model execution time in microseconds",
-            LABELS,
-            buckets=BUCKETS_US,
-            registry=r,
-        )
-        self._pending = Gauge("nv_inference_pending_request_count", "Requests queued or executing", LABELS, registry=r)
-        self._bound: dict[tuple[str, str], ModelMetrics] = {}
+
+    def _histogram(self, name: str, documentation: str) -> Histogram:
+        return Histogram(name, documentation, LABELS, buckets=BUCKETS_US, registry=self.registry)
 
     def model(self, name: str, version: str) -> ModelMetrics:
         key = (name, version)
-        bound = self._bound.get(key)
+        bound = self._models.get(key)
         if bound is None:
-            bound = ModelMetrics(
-                self._success.labels(*key),
-                self._failure.labels(*key),
-                self._count.labels(*key),
-                self._exec.labels(*key),
-                self._request.labels(*key),
-                self._queue.labels(*key),
-                self._compute.labels(*key),
-                self._pending.labels(*key),
-            )
-            self._bound[key] = bound
+            bound = ModelMetrics(self._request.labels(*key), self._queue.labels(*key), self._compute.labels(*key))
+            self._models[key] = bound
         return bound
 
     def render(self) -> bytes:

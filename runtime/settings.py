@@ -37,6 +37,7 @@ class Settings:
     max_json_depth: int = 32  # nesting of a JSON body (400)
     shutdown_grace: float = 20.0  # seconds in-flight requests get to finish after SIGTERM
     allow_partial: bool = False  # serve the loadable models when one fails to load
+    all_versions: bool = False  # load every version directory, not only the highest
     log_level: str = "info"
 
     @property
@@ -79,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="start even if a model fails to load; that model answers 503 (env MODELPORT_ALLOW_PARTIAL=1)",
     )
+    parser.add_argument(
+        "--all-versions",
+        action="store_true",
+        default=None,
+        help="load every numeric version, not only the highest (env MODELPORT_ALL_VERSIONS=1)",
+    )
     for name, (env, kind, text) in _OPTIONS.items():
         extra: dict = {}
         if name == "graph_optimization":
@@ -116,6 +123,10 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     if allow is None:
         allow = env.get("MODELPORT_ALLOW_PARTIAL", "").lower() in ("1", "true", "yes")
     values["allow_partial"] = bool(allow)
+    every = args.all_versions
+    if every is None:
+        every = env.get("MODELPORT_ALL_VERSIONS", "").lower() in ("1", "true", "yes")
+    values["all_versions"] = bool(every)
     settings = Settings(**values)
     problems = _check(settings)
     if problems:

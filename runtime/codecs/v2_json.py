@@ -91,10 +91,7 @@ def tensor_from_json(name: str, datatype: str, shape: Any, data: Any, max_elemen
     count = element_count(name, shape, max_elements)
     if data is None:
         raise BadRequest(f'tensor {name!r}: no data (send "data", or binary_data_size with the binary extension)')
-    if datatype == "BYTES":
-        array = _strings(name, data)
-    else:
-        array = _numbers(name, datatype, dtype, data)
+    array = _strings(name, data) if datatype == "BYTES" else _numbers(name, datatype, dtype, data)
     if array.size != count:
         raise BadRequest(f"tensor {name!r}: shape {shape} needs {count} values, but data has {array.size}")
     return array.reshape(shape)
@@ -132,9 +129,7 @@ def _describe(array: np.ndarray) -> str:
 
 def _strings(name: str, data: Any) -> np.ndarray:
     flat: list[Any] = []
-    stack = [data] if not isinstance(data, list) else [data]
-    # Iterative flatten keeps order: walk lists depth-first without recursion limits.
-    _flatten(stack[0], flat)
+    _flatten(data, flat)  # depth is bounded by --max-json-depth, so recursion is safe
     for i, item in enumerate(flat):
         if not isinstance(item, str):
             raise BadRequest(f"tensor {name!r}: BYTES data must be strings; element {i} is {type(item).__name__}")

@@ -12,6 +12,7 @@ import numpy as np
 from aiohttp import web
 
 from runtime.codecs import v2_binary, v2_json
+from runtime.codecs.image import decode_batch, image_preprocessing
 from runtime.errors import BadRequest
 from runtime.handlers.common import REPOSITORY, SETTINGS, infer, json_response, model_entry
 from runtime.manifest import Manifest
@@ -49,7 +50,7 @@ def _decode_inputs(
     if not isinstance(tensors, list) or not tensors:
         raise BadRequest('the request needs "inputs": a non-empty list of tensors')
     manifest = entry.require_engine().manifest
-    image = manifest.image
+    image = image_preprocessing(manifest) if entry.format == "onnx" else None
     inputs: dict[str, np.ndarray] = {}
     offset = 0
     for tensor in tensors:
@@ -77,8 +78,6 @@ def _decode_inputs(
         else:
             array = v2_json.tensor_from_json(name, datatype, shape, tensor.get("data"), max_elements)
         if image is not None and name == image.input and datatype == "BYTES":
-            from runtime.codecs.image import decode_batch
-
             array = decode_batch(array, image, max_pixels)
         inputs[name] = array
     if offset != len(binary):

@@ -1,0 +1,113 @@
+"""Encoded images (PNG, JPEG, ...) -> the model's input tensor, as the manifest's preprocessing says.
+
+Steps, in order: refuse images over the pixel limit from the header alone (before any decoding, so
+a decompression bomb costs nothing), decode with Pillow, apply the EXIF orientation, convert to the
+colour mode (RGB, BGR or L), resize to width x height with bilinear filtering, compute
+``(pixel * scale - mean) / std`` per channel in float32, lay out HWC or CHW, cast to the datatype.
+A model without a manifest gets a derived preprocessing when it has exactly one 4-D input whose
+channel axis (1 or 3 channels) and spatial size are fixed: RGB/L, scale 1/255, mean 0, std 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from runtime.errors import BadRequest, PayloadTooLarge
+from runtime.manifest import ImagePreprocessing, Manifest
+from runtime.validation import NUMPY_DTYPES
+
+Image.MAX_IMAGE_PIXELS = None  # our own limit (max_pixels) applies, with a 413 instead of a warning
+
+
+def image_preprocessing(manifest: Manifest) -> ImagePreprocessing | None:
+    """The manifest's image preprocessing, or one derived from a single NHWC/NCHW input."""
+    if manifest.image is not None:
+        return manifest.image
+    if len(manifest.inputs) != 1:
+        return None
+    spec = manifest.inputs[0]
+    if len(spec.shape) != 4 or spec.datatype not in ("FP32", "FP16", "FP64", "UINT8"):
+        return None
+    _, a, b, c = spec.shape
+    if c in (1, 3) and a > 0 and b > 0:
+        layout, height, width, channels = "NHWC", a, b, c
+    elif a in (1, 3) and b > 0 and c > 0:
+        layout, height, width, channels = "NCHW", b, c, a
+    else:
+        return None
+    scale = 1.0 if spec.datatype == "UINT8" else 1.0 / 255.0
+    return ImagePreprocessing(
+        input=spec.name,
+        layout=layout,
+        height=height,
+        width=width,
+        color_mode="L" if channels == 1 else "RGB",
+        datatype=spec.datatype,
+        scale=scale,
+    )
+
+
+def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int) -> np.ndarray:
+    """One encoded image -> an array of shape [H, W, C] (NHWC) or [C, H, W] (NCHW), no batch axis."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise PayloadTooLarge(
+                    f"the image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+                    "(--max-image-pixels)"
+                )
+            image.load()
+            image = ImageOps.exif_transpose(image)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
+    mode = "L" if spec.color_mode == "L" else "RGB"
+    if image.mode != mode:
+        image = image.convert(mode)
+    if image.size != (spec.width, spec.height):
+        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+    return to_tensor(np.asarray(image), spec)
+
+
+def to_tensor(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
+    """Pixels (H, W) or (H, W, 3) in 0..255 -> the normalised, laid-out, cast tensor without batch axis."""
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    if spec.color_mode == "BGR":
+        pixels = pixels[:, :, ::-1]
+    values = pixels.astype(np.float32) * np.float32(spec.scale)
+    mean = np.asarray(spec.mean, dtype=np.float32)
+    std = np.asarray(spec.std, dtype=np.float32)
+    values = (values - mean) / std
+    if spec.layout == "NCHW":
+        values = values.transpose(2, 0, 1)
+    dtype = NUMPY_DTYPES[spec.datatype]
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        values = np.clip(np.rint(values), info.min, info.max)
+    return np.ascontiguousarray(values.astype(dtype))
+
+
+def decode_batch(items: np.ndarray, spec: ImagePreprocessing, max_pixels: int) -> np.ndarray:
+    """A V2 BYTES tensor of encoded images (raw bytes, or base64 text in JSON) -> a batch tensor."""
+    images = []
+    for item in items.ravel().tolist():
+        if isinstance(item, str):
+            try:
+                item = base64.b64decode(item, validate=True)
+            except (binascii.Error, ValueError):
+                raise BadRequest(
+                    f"input {spec.input!r}: a JSON BYTES image must be base64 text (or use binary_data_size)"
+                ) from None
+        images.append(decode_image(item, spec, max_pixels))
+    if not images:
+        raise BadRequest(f"input {spec.input!r}: no images")
+    return np.stack(images)
