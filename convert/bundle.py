@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from convert.errors import ConversionError
-from runtime.manifest import MODEL_FILES, Manifest, TensorSpec, sha256_file, write_text_atomic
+from runtime.manifest import MODEL_FILES, Manifest, TensorSpec, sha256_file
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
@@ -59,11 +59,17 @@ def check_target(repository: Path, name: str, version: str, force: bool) -> Path
 
 
 def write_bundle(repository: Path, manifest: Manifest, model_path: Path, force: bool = False) -> Path:
-    """Copy ``model_path`` and write the manifest (sha256 filled in) as REPO/NAME/VERSION."""
+    """Copy ``model_path`` and write the manifest (sha256 filled in) as REPO/NAME/VERSION.
+
+    config.pbtxt is prepared before the version is placed and renamed right after, and only when
+    this version is the newest: Triton serves the newest version, so the config must describe it.
+    """
     target = check_target(repository, manifest.name, manifest.version, force)
     model_dir = target.parent
     created: list[Path] = [p for p in (Path(repository), model_dir) if not p.exists()]
     staging: Path | None = None
+    config_tmp: Path | None = None
+    placed = False
     try:
         model_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{manifest.version}.partial-", dir=model_dir))
@@ -74,21 +80,36 @@ def write_bundle(repository: Path, manifest: Manifest, model_path: Path, force: 
         manifest.sha256 = sha256_file(model_file)
         manifest.write(staging)
         os.chmod(staging, 0o755)
+        if manifest.format == "onnx" and _is_newest(model_dir, manifest.version):
+            fd, name = tempfile.mkstemp(prefix=".config.pbtxt.", dir=model_dir)
+            config_tmp = Path(name)
+            with os.fdopen(fd, "w") as f:
+                f.write(triton_config(manifest))
+            os.chmod(config_tmp, 0o644)
         _place(staging, target, force)
-        staging = None
-        if manifest.format == "onnx":
-            write_text_atomic(model_dir / "config.pbtxt", triton_config(manifest))
+        placed = True
+        if config_tmp is not None:
+            os.replace(config_tmp, model_dir / "config.pbtxt")
+            config_tmp = None
         return target
     except ConversionError:
         raise
     except OSError as exc:
         raise BundleError(f"{target}: cannot write the bundle: {exc}") from None
     finally:
-        if staging is not None:
-            shutil.rmtree(staging, ignore_errors=True)
+        if config_tmp is not None:
+            config_tmp.unlink(missing_ok=True)
+        if not placed:
+            if staging is not None:
+                shutil.rmtree(staging, ignore_errors=True)
             for path in reversed(created):
                 with contextlib.suppress(OSError):
                     path.rmdir()  # only if still empty: never removes someone else's files
+
+
+def _is_newest(model_dir: Path, version: str) -> bool:
+    versions = [int(p.name) for p in model_dir.iterdir() if p.is_dir() and VERSION_PATTERN.match(p.name)]
+    return int(version) >= max(versions, default=0)
 
 
 def _place(staging: Path, target: Path, force: bool) -> None:

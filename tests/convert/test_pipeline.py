@@ -243,3 +243,35 @@ def test_manifest_is_valid_json_without_infinities(tmp_path: Path, onnx_file: Pa
     convert_model(onnx_file, tmp_path, "m", options=ConvertOptions(format="fake_exact"), converters=FAKES)
     text = (tmp_path / "m" / "1" / "modelport.json").read_text()
     json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
+
+
+def test_config_describes_the_newest_version(tmp_path: Path, onnx_file: Path) -> None:
+    image_model = make_image_onnx(tmp_path / "img.onnx", ["N", 3, 8, 8])
+    convert_model(image_model, tmp_path / "models", "m", "2", subprocess=False)
+    convert_model(onnx_file, tmp_path / "models", "m", "1", subprocess=False)  # an older version, written later
+    config = (tmp_path / "models" / "m" / "config.pbtxt").read_text()
+    assert 'name: "image"' in config and 'name: "x"' not in config
+    assert listing(tmp_path / "models" / "m") == [
+        "1",
+        "1/model.onnx",
+        "1/modelport.json",
+        "2",
+        "2/model.onnx",
+        "2/modelport.json",
+        "config.pbtxt",
+    ]
+
+
+def test_write_failure_midway_leaves_nothing(tmp_path: Path, onnx_file: Path) -> None:
+    """The model file vanishes between conversion and bundling: no version, no config, no new dirs."""
+    from convert.bundle import write_bundle
+    from runtime.manifest import Manifest
+
+    manifest = Manifest(name="m", format="onnx", inputs=[TensorSpec("x", "FP32", [-1, 4])], outputs=[])
+    with pytest.raises(BundleError, match="cannot write the bundle"):
+        write_bundle(tmp_path / "models", manifest, tmp_path / "vanished.onnx")
+    assert not (tmp_path / "models").exists()
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    with pytest.raises(BundleError, match="cannot write the bundle"):
+        write_bundle(tmp_path / "models", manifest, tmp_path / "vanished.onnx")
+    assert listing(tmp_path / "models") == ["m"]  # existed before: kept, and nothing inside
