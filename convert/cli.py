@@ -157,7 +157,14 @@ def summary(manifest: Manifest, target: Path) -> str:
         )
         if parity.label_agreement is not None:
             check += f", labels {parity.label_agreement:.0%}"
-    return f"{manifest.name} v{manifest.version}: {source} -> {manifest.format}, {check}; wrote {target}"
+    extras = []
+    if manifest.image is not None:
+        image = manifest.image
+        extras.append(f"image {image.input} {image.height}x{image.width} {image.color_mode} {image.layout}")
+    if manifest.labels:
+        extras.append(f"{len(manifest.labels)} labels on {manifest.label_output}")
+    described = f" ({'; '.join(extras)})" if extras else ""
+    return f"{manifest.name} v{manifest.version}: {source} -> {manifest.format}{described}, {check}; wrote {target}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -46,7 +46,7 @@ def test_success_prints_one_summary_line(tmp_path: Path, onnx_file: Path) -> Non
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("tiny v1: onnx -> onnx, not verified")
+    assert lines[0].startswith("tiny v1: onnx -> onnx (3 labels on y), not verified")
     manifest = read_manifest(tmp_path / "models" / "tiny" / "1")
     assert manifest.labels == ["cat", "dog", "bird"]
 

@@ -82,6 +82,30 @@ def test_persistent_503_gives_up_after_retries(tmp_path: Path, served_zip) -> No
     assert listing(tmp_path / "work" / "download") == []
 
 
+def test_backoff_doubles_up_to_the_cap(tmp_path: Path, served_zip) -> None:
+    from runtime.artifacts import download
+
+    repo, _ = served_zip
+    repo.fail_next(502, times=5)
+    delays: list[float] = []
+    policy = DownloadPolicy(retries=5, backoff=0.5, max_backoff=3.0)
+    url = f"{repo.url}/?modelId=42"
+    assert download(url, tmp_path, policy=policy, sleep=delays.append).read_bytes()[:2] == b"PK"
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_progress_bar_draws_on_stderr(capsys: pytest.CaptureFixture) -> None:
+    from convert.fetch import ProgressBar
+
+    bar = ProgressBar("http://127.0.0.1/x/model.zip?modelId=1", width=10)
+    bar(1 << 20, 2 << 20)
+    bar(2 << 20, 2 << 20)
+    bar.close()
+    err = capsys.readouterr().err
+    assert "model.zip [##########] 2.0/2.0 MiB" in err
+    assert err.endswith("\n")
+
+
 def test_404_fails_at_once(tmp_path: Path, served_zip) -> None:
     repo, _ = served_zip
     with repository_env(repo, model_id="nope"), pytest.raises(FetchError, match="HTTP 404") as info:
