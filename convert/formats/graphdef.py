@@ -116,24 +116,32 @@ def convert_frozen(
     source_format: str,
     detail: dict[str, Any] | None = None,
     output_ops: list[str] | None = None,
+    input_tensors: list[str] | None = None,
+    output_tensors: list[str] | None = None,
+    served_names: dict[str, str] | None = None,
 ) -> Converted:
     """Find inputs/outputs (unless given), make the batch axis dynamic, convert, and return a
-    Converted whose reference runs the original graph in a tf.compat.v1 Session."""
+    Converted whose reference runs the original graph in a tf.compat.v1 Session.
+
+    ``input_tensors``/``output_tensors`` (tensor names) fix the interface, as a TF1 SavedModel's
+    signature does; ``served_names`` maps tensor names to served names (default: the op name)."""
     tf = import_tensorflow()
     graph = import_graph(graph_def, source)
-    outputs = [resolve_tensor(graph, name, "--outputs", source) for name in options.outputs or []] or (
-        [t for op in (output_ops or []) for t in graph.get_operation_by_name(op).outputs]
+    outputs = (
+        [resolve_tensor(graph, name, "--outputs", source) for name in output_tensors or options.outputs or []]
+        or [t for op in (output_ops or []) for t in graph.get_operation_by_name(op).outputs]
         or find_output_tensors(graph, source)
     )
-    inputs = [resolve_tensor(graph, name, "--inputs", source) for name in options.inputs or []] or find_input_tensors(
-        graph, outputs, source
-    )
+    inputs = [
+        resolve_tensor(graph, name, "--inputs", source) for name in input_tensors or options.inputs or []
+    ] or find_input_tensors(graph, outputs, source)
     overlap = {t.name for t in inputs} & {t.name for t in outputs}
     if overlap:
         raise ConversionError(f"{source}: {', '.join(sorted(overlap))} cannot be both an input and an output")
 
-    served_inputs = unique_names([tensor_base_name(t.name) for t in inputs])
-    served_outputs = unique_names([tensor_base_name(t.name) for t in outputs])
+    names = served_names or {}
+    served_inputs = unique_names([names.get(t.name) or tensor_base_name(t.name) for t in inputs])
+    served_outputs = unique_names([names.get(t.name) or tensor_base_name(t.name) for t in outputs])
     model_inputs = []
     for name, tensor in zip(served_inputs, inputs, strict=True):
         dtype = numpy_dtype_name(tensor.dtype)
@@ -146,7 +154,9 @@ def convert_frozen(
             )
         if rank == 0:
             raise ConversionError(f"{source}: input {name} is a scalar; only inputs with a batch axis can be served")
-        model_inputs.append(TfInput(name=name, dtype=dtype, shape=(None, *shape[1:]), source_name=tensor.name))
+        model_inputs.append(
+            TfInput(name=name, dtype=dtype, shape=(None, *shape[1:]) if shape else (), source_name=tensor.name)
+        )
     model_inputs = with_input_shapes(model_inputs, options, source)
     for spec in model_inputs:
         for tensor_dim in spec.shape[1:]:

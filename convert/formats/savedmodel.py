@@ -5,6 +5,10 @@ loaded with ``tf.saved_model.load`` and its ``serving_default`` signature (or it
 what gets converted. The signature's keys are the model's own names: they name the ONNX inputs and
 outputs, ordered naturally (``output_0``, ``output_1``, ..., ``output_10``), with the TensorFlow
 placeholder names (``serving_default_a:0``) recorded as ``source_name``.
+
+TF1 SavedModels (``SavedModelBuilder``, ``simple_save``) hold reference variables that the TF2 loader
+can only wrap, not freeze; they are loaded into a ``tf.compat.v1`` Session instead, frozen, and
+converted like a GraphDef with the signature's tensors and keys.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
+from convert.formats.graphdef import convert_frozen
 from convert.formats.tf_common import (
     TfInput,
     TfModelInfo,
@@ -31,6 +36,7 @@ from convert.formats.tf_common import (
 )
 
 SERVING_SIGNATURE = "serving_default"
+SERVING_TAG = "serve"
 
 
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
@@ -41,12 +47,17 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
             f"and checkpoints only"
         )
     tf = import_tensorflow()
+    v1_meta_graphs = tf1_meta_graphs(source)
+    if v1_meta_graphs:
+        return convert_tf1(source, v1_meta_graphs, options, workdir)
     try:
         with quiet():
             loaded = tf.saved_model.load(str(source))
     except Exception as exc:
         raise ConversionError(f"{source}: cannot load the SavedModel: {first_line(exc)}") from exc
-    name, signature = pick_signature(loaded, source)
+    signatures = dict(getattr(loaded, "signatures", {}) or {})
+    name = pick_signature(signatures, source)
+    signature = signatures[name]
 
     input_specs = signature.structured_input_signature[1]
     if signature.structured_input_signature[0]:
@@ -95,12 +106,12 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     return convert_callable(run, info, options, workdir)
 
 
-def pick_signature(loaded: Any, source: Path) -> tuple[str, Any]:
-    signatures = dict(getattr(loaded, "signatures", {}) or {})
+def pick_signature(signatures: dict[str, Any], source: Path) -> str:
+    """``serving_default``, else the only signature."""
     if SERVING_SIGNATURE in signatures:
-        return SERVING_SIGNATURE, signatures[SERVING_SIGNATURE]
+        return SERVING_SIGNATURE
     if len(signatures) == 1:
-        return next(iter(signatures.items()))
+        return next(iter(signatures))
     if not signatures:
         raise ConversionError(
             f"{source}: the SavedModel has no signatures; export it with a serving signature "
@@ -122,3 +133,70 @@ def select_outputs(names: list[str], options: ConvertOptions, source: Path) -> l
             f"(outputs: {', '.join(names)})"
         )
     return list(options.outputs)
+
+
+# ---- TF1 SavedModels ---------------------------------------------------------------------------
+def tf1_meta_graphs(source: Path) -> list[Any]:
+    """The meta graphs of a TF1 SavedModel (no object graph: nothing for the TF2 loader to restore
+    as Python objects); empty for a TF2 SavedModel or when saved_model.pb cannot be read here."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    path = source / "saved_model.pb"
+    if not path.is_file():
+        return []
+    saved_model = saved_model_pb2.SavedModel()
+    try:
+        saved_model.ParseFromString(path.read_bytes())
+    except Exception:
+        return []
+    if any(len(m.object_graph_def.nodes) for m in saved_model.meta_graphs):
+        return []
+    return list(saved_model.meta_graphs)
+
+
+def convert_tf1(source: Path, meta_graphs: list[Any], options: ConvertOptions, workdir: Path) -> Converted:
+    tf = import_tensorflow()
+    tags = pick_tags(meta_graphs, source)
+    graph = tf.Graph()
+    with tf.compat.v1.Session(graph=graph) as session, quiet():
+        try:
+            meta_graph = tf.compat.v1.saved_model.loader.load(session, tags, str(source))
+        except Exception as exc:
+            raise ConversionError(f"{source}: cannot load the TF1 SavedModel: {first_line(exc)}") from exc
+        signatures = dict(meta_graph.signature_def)
+        name = pick_signature(signatures, source)
+        signature = signatures[name]
+        input_keys = sorted(signature.inputs, key=natural_key)
+        output_keys = select_outputs(sorted(signature.outputs, key=natural_key), options, source)
+        input_tensors = [signature.inputs[k].name for k in input_keys]
+        output_tensors = [signature.outputs[k].name for k in output_keys]
+        keep = list(dict.fromkeys(t.split(":")[0] for t in [*output_tensors, *input_tensors]))
+        try:
+            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), keep)
+            frozen = tf.compat.v1.graph_util.extract_sub_graph(frozen, keep)
+        except Exception as exc:
+            raise ConversionError(f"{source}: cannot freeze the TF1 SavedModel's variables: {first_line(exc)}") from exc
+    served = dict(zip(input_tensors, input_keys, strict=True)) | dict(zip(output_tensors, output_keys, strict=True))
+    return convert_frozen(
+        frozen,
+        source,
+        options,
+        workdir,
+        source_format=options.format or "savedmodel",
+        detail={"signature": name, "tags": sorted(tags), "saved_by": "TensorFlow 1 (SavedModelBuilder)"},
+        input_tensors=input_tensors,
+        output_tensors=output_tensors,
+        served_names=served,
+    )
+
+
+def pick_tags(meta_graphs: list[Any], source: Path) -> list[str]:
+    tag_sets = [list(m.meta_info_def.tags) for m in meta_graphs]
+    for tags in tag_sets:
+        if SERVING_TAG in tags:
+            return tags
+    if len(tag_sets) == 1:
+        return tag_sets[0]
+    raise ConversionError(
+        f"{source}: the SavedModel has several meta graphs ({tag_sets}) and none is tagged {SERVING_TAG!r}"
+    )

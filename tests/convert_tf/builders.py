@@ -318,3 +318,26 @@ def save_keras_variant(directory: Path, variant: str, seed: int = 0) -> Saved:
         warnings.simplefilter("ignore")
         model.save(path)
     return Saved(path, "keras" if path.suffix == ".keras" else "keras_h5", inputs, outputs)
+
+
+def save_tf1_saved_model(directory: Path, seed: int = 0) -> Saved:
+    """A TF1 SavedModel (``simple_save``): reference variables, signature keys unlike the op names."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    inputs = {"features": rng(seed + 100).normal(size=(BATCH, 6)).astype("float32")}
+    path = directory / "tf1_saved_model"
+    with graph.as_default():
+        ops = tf1_classifier(tf, rng(seed), trainable=True)
+        logits = graph.get_tensor_by_name("model/logits:0")
+        with v1.Session(graph=graph) as session:
+            session.run(v1.global_variables_initializer())
+            probs, raw = session.run([ops["probs"], logits], {ops["x"]: inputs["features"]})
+            v1.saved_model.simple_save(
+                session,
+                str(path),
+                inputs={"features": ops["x"]},
+                outputs={"probabilities": ops["probs"], "logits": logits},
+            )
+    return Saved(path, "savedmodel", inputs, {"logits": raw, "probabilities": probs})

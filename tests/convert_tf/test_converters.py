@@ -24,6 +24,7 @@ EXPECTED_NAMES = {
     "two_io": (["features", "extra"], ["score", "klass"]),
     "savedmodel-keras-export": (["extra", "features"], ["output_0", "output_1"]),
     "savedmodel-tf-module": (["sensor_readings"], ["anomaly score", "logits"]),
+    "savedmodel-tf1": (["features"], ["logits", "probabilities"]),
     "graphdef-tf1-frozen": (["x"], ["probs"]),
     "graphdef-tf2-function": (["inputs"], ["Identity"]),
 }
@@ -143,7 +144,7 @@ def test_opset_option(tf_models: dict[str, builders.Saved], tmp_path: Path) -> N
 
 
 # ---- SavedModel -------------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["savedmodel-keras-export", "savedmodel-tf-module"])
+@pytest.mark.parametrize("case", ["savedmodel-keras-export", "savedmodel-tf-module", "savedmodel-tf1"])
 def test_savedmodel_matches_source(tf_models: dict[str, builders.Saved], tmp_path: Path, case: str) -> None:
     saved = tf_models[case]
     converted = convert(saved, None, tmp_path)
@@ -151,6 +152,9 @@ def test_savedmodel_matches_source(tf_models: dict[str, builders.Saved], tmp_pat
     assert converted.detail["signature"] == "serving_default"
     assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
     check_reference(converted)
+    if case == "savedmodel-tf1":  # frozen from a Session: the TF tensor names are recorded
+        assert converted.detail["tags"] == ["serve"]
+        assert [o.source_name for o in converted.outputs] == ["model/logits:0", "probs:0"]
 
 
 # ---- frozen GraphDef --------------------------------------------------------------------------------

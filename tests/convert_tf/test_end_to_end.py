@@ -44,6 +44,7 @@ CASES: dict[str, tuple[Callable[[Path], builders.Saved], str]] = {
     "keras3-h5-two-io": (lambda d: builders.save_keras(d, "two_io", "keras", ".h5"), "keras_h5"),
     "keras3-zip-two-io": (lambda d: builders.save_keras(d, "two_io", "keras", ".keras"), "keras"),
     "savedmodel": (builders.save_tf_module, "savedmodel"),
+    "savedmodel-tf1": (builders.save_tf1_saved_model, "savedmodel"),
     "graphdef": (builders.save_frozen_graph, "graphdef"),
     "checkpoint": (checkpoint_model, "checkpoint"),
 }
