@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repository", required=True, type=Path, metavar="DIR", help="model repository to write")
     parser.add_argument("--name", required=True, help="model name (REPO/NAME)")
     parser.add_argument("--version", default="1", help="version directory (default 1)")
-    parser.add_argument("--format", choices=sorted(CONVERTERS), help="skip detection")
+    parser.add_argument("--format", metavar="FMT", help=f"skip detection: {', '.join(sorted(CONVERTERS))}")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=d0,d1,...")
     parser.add_argument("--input-dtype", default="FP32", choices=V2_DATATYPES, help="datatype of --input-shape inputs")
     parser.add_argument("--inputs", type=_names, metavar="T,...", help="graph input tensors (GraphDef, checkpoint)")

@@ -33,6 +33,7 @@ MAX_NESTED_ARCHIVES = 2
 DEBUG_ENV = "MODELPORT_DEBUG"  # set to 1: print the converter's traceback on unexpected errors
 CHILD_LOG = "converter.log"  # the child's stdout/stderr, inside the conversion workdir
 TIMEOUT_ENV = "MODELPORT_CONVERT_TIMEOUT"  # seconds for conversion + verification; unset: no limit
+PLUGINS_ENV = "MODELPORT_CONVERTERS"
 INPROCESS_ENV = "MODELPORT_CONVERT_INPROCESS"  # set to 1: no child process (debugging)
 
 
@@ -63,15 +64,29 @@ def convert_model(
     with temporary_directory(prefix="modelport-convert-") as workdir:
         local, location = fetch(source, workdir, policy=policy, env=env)
         root = prepare(local, workdir, limits)
-        registry = {**CONVERTERS, **(converters or {})}
+        converters = {**plugin_converters(), **(converters or {})}
+        registry = {**CONVERTERS, **converters}
         found = detect.locate(root, options.format, registry) if options.format else detect.detect(root)
         output_dir = workdir / "converted"
         output_dir.mkdir()
         run = run_in_child if subprocess else run_here
-        converted, parity = run(found, options, output_dir, dict(converters or {}))
+        converted, parity = run(found, options, output_dir, converters)
         manifest = build_manifest(converted, parity, found, location, name, version, options)
         bundle.write_bundle(repository, manifest, converted.model_path, force=force)
     return manifest
+
+
+def plugin_converters(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Extra converters from ``MODELPORT_CONVERTERS="fmt=package.module:function,..."``: used with
+    ``--format fmt``, for formats this project does not know (detection never picks them)."""
+    text = (os.environ if env is None else env).get(PLUGINS_ENV, "").strip()
+    plugins = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        fmt, sep, target = item.partition("=")
+        if not sep or not fmt.strip() or ":" not in target:
+            raise ConversionError(f"{PLUGINS_ENV}: {item!r} is not FORMAT=package.module:function")
+        plugins[fmt.strip()] = target.strip()
+    return plugins
 
 
 def prepare(local: Path, workdir: Path, limits: ExtractLimits) -> Path:

@@ -68,7 +68,7 @@ def test_from_repository_flag(tmp_path: Path, onnx_file: Path) -> None:
         ((), 64, "no SOURCE given and XQUERY_ADDR is not set"),
         (("x.onnx", "--from-repository"), 64, "give SOURCE or --from-repository, not both"),
         (("x.onnx", "--input-shape", "x"), 64, "--input-shape 'x': expected NAME=d0,d1,..."),
-        (("x.onnx", "--format", "tflite"), 64, "invalid choice: 'tflite'"),
+        (("x.onnx", "--format", "tflite"), 3, "x.onnx: no such file"),
         (("x.onnx", "--version", "latest"), 7, "--version 'latest': a version is a positive integer"),
     ],
 )
@@ -76,6 +76,28 @@ def test_usage_errors(tmp_path: Path, args: tuple, code: int, fragment: str) -> 
     result = run_cli(*args, "--repository", tmp_path / "models", "--name", "m")
     assert_one_line_error(result, code, fragment)
     assert listing(tmp_path / "models") == []
+
+
+def test_unknown_format_flag(tmp_path: Path, onnx_file: Path) -> None:
+    result = run_cli(onnx_file, "--format", "tflite", "--repository", tmp_path / "models", "--name", "m")
+    assert_one_line_error(result, 5, "unknown format 'tflite'; supported: checkpoint, graphdef")
+
+
+def test_verification_failure_exit_code(tmp_path: Path, onnx_file: Path) -> None:
+    """A plug-in converter whose source disagrees by 0.01 (see fake_converters)."""
+    plugin = {"MODELPORT_CONVERTERS": "fake_off=tests.convert.fake_converters:off_by_a_bit"}
+    args = (onnx_file, "--format", "fake_off", "--repository", tmp_path / "models", "--name", "m")
+    result = run_cli(*args, env=plugin)
+    assert_one_line_error(result, 6, "output 'y': max abs error 0.01", "atol 0.0001 + rtol 0.001")
+    assert listing(tmp_path / "models") == []
+    result = run_cli(*args, "--atol", "0.05", env=plugin)
+    assert result.returncode == 0, result.stderr
+    assert "parity max abs 0.01" in result.stdout
+
+
+def test_bad_plugin_variable(tmp_path: Path, onnx_file: Path) -> None:
+    result = run_cli(onnx_file, "--repository", tmp_path, "--name", "m", env={"MODELPORT_CONVERTERS": "oops"})
+    assert_one_line_error(result, 2, "MODELPORT_CONVERTERS: 'oops' is not FORMAT=package.module:function")
 
 
 def test_missing_source(tmp_path: Path) -> None:
