@@ -35,6 +35,7 @@ class _Job:
     future: asyncio.Future
     enqueued: float
     rows: int
+    taken: bool = False  # off the queue: picked by a worker, or abandoned by its request
 
     def compatible(self, other: _Job) -> bool:
         if self.outputs != other.outputs or self.inputs.keys() != other.inputs.keys():
@@ -73,6 +74,7 @@ class Batcher:
         self.max_queue = max_queue
         self.instances = instances
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._waiting = 0  # live jobs in the queue (abandoned ones no longer count toward max_queue)
         self._workers: list[asyncio.Task] = []
         self._name = f"{engine.manifest.name}:{engine.manifest.version}"
 
@@ -96,7 +98,7 @@ class Batcher:
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, deadline: float | None
     ) -> dict[str, np.ndarray]:
         """Queue one validated request and wait for its outputs; ``deadline`` is ``loop.time()``-based."""
-        if self._queue.qsize() >= self.max_queue:
+        if self._waiting >= self.max_queue:
             raise Unavailable(
                 f"model {self.engine.manifest.name!r} is overloaded: {self.max_queue} requests already queued",
                 retry_after=1,
@@ -106,6 +108,7 @@ class Batcher:
         rows = int(first.shape[0]) if first is not None and first.ndim else 1
         job = _Job(inputs, tuple(outputs) if outputs else None, loop.create_future(), time.perf_counter(), rows)
         self._queue.put_nowait(job)
+        self._waiting += 1
         self.metrics.pending.inc()
         try:
             if deadline is None:
@@ -117,7 +120,13 @@ class Batcher:
                 f"model {self.engine.manifest.name!r}: no answer within the request deadline (--request-timeout)"
             ) from None
         finally:
+            self._take(job)
             self.metrics.pending.dec()
+
+    def _take(self, job: _Job) -> None:
+        if not job.taken:
+            job.taken = True
+            self._waiting -= 1
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
@@ -127,6 +136,7 @@ class Batcher:
             carried = None
             if job.future.done():  # deadline passed or client gone while queued
                 continue
+            self._take(job)
             jobs = [job]
             if self.batching:
                 carried = await self._gather(job, jobs, loop)
@@ -152,6 +162,7 @@ class Batcher:
                 continue
             if rows + job.rows > self.max_batch or not first.compatible(job):
                 return job
+            self._take(job)
             jobs.append(job)
             rows += job.rows
         return None

@@ -186,3 +186,33 @@ def build_repository(repository: Path) -> Path:
     save(repository, "fixed", fixed())
     save(repository, "tabular", tabular())
     return repository
+
+
+def slow(iterations: int, size: int = 256) -> onnx.ModelProto:
+    """x FP32 [-1, 4] -> y = x + 0 * (``iterations`` chained size x size MatMul+Tanh): slow on purpose."""
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["m_in", "w"], ["mm"]),
+            helper.make_node("Tanh", ["mm"], ["m_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [_io("i", T.INT64, []), _io("cond_in", T.BOOL, []), _io("m_in", T.FLOAT, [size, size])],
+        [_io("cond_out", T.BOOL, []), _io("m_out", T.FLOAT, [size, size])],
+    )
+    inits = [
+        numpy_helper.from_array(np.array(iterations, dtype=np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "cond"),
+        numpy_helper.from_array(np.array([size, size], dtype=np.int64), "square"),
+        numpy_helper.from_array((RNG.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["seed"], keepdims=0),
+        helper.make_node("Expand", ["seed", "square"], ["m0"]),
+        helper.make_node("Loop", ["trips", "cond", "m0"], ["m_final"], body=body),
+        helper.make_node("ReduceSum", ["m_final"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["x", "nothing"], ["y"]),
+    ]
+    return _model(nodes, "slow", [_io("x", T.FLOAT, ["N", 4])], [_io("y", T.FLOAT, ["N", 4])], inits)
