@@ -275,3 +275,26 @@ def test_write_failure_midway_leaves_nothing(tmp_path: Path, onnx_file: Path) ->
     with pytest.raises(BundleError, match="cannot write the bundle"):
         write_bundle(tmp_path / "models", manifest, tmp_path / "vanished.onnx")
     assert listing(tmp_path / "models") == ["m"]  # existed before: kept, and nothing inside
+
+
+def test_model_zips_are_not_unpacked_but_archives_are(tmp_path: Path, onnx_file: Path) -> None:
+    import tarfile
+    import zipfile
+
+    from convert.pipeline import prepare
+    from runtime.artifacts import ExtractLimits
+
+    keras_zip = tmp_path / "model.keras"
+    with zipfile.ZipFile(keras_zip, "w") as zf:
+        zf.writestr("config.json", "{}")
+        zf.writestr("metadata.json", "{}")
+    assert prepare(keras_zip, tmp_path / "w1", ExtractLimits()) == keras_zip
+    # an archive inside the old platform's zip: model/model/export.tar.gz holding the model
+    inner = tmp_path / "export.tar.gz"
+    with tarfile.open(inner, "w:gz") as tf:
+        tf.add(onnx_file, "export/tiny.onnx")
+    outer = pack_old_platform_zip(inner, tmp_path / "outer.zip")
+    root = prepare(outer, tmp_path / "w2", ExtractLimits())
+    assert root.name == "tiny.onnx" and root.read_bytes() == onnx_file.read_bytes()
+    manifest = convert_model(outer, tmp_path / "models", "nested", subprocess=False)
+    assert manifest.sha256 == sha256_file(tmp_path / "models" / "nested" / "1" / "model.onnx")
