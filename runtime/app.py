@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from runtime.batching import Batcher
 from runtime.engines import EngineOptions
@@ -64,6 +66,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         status = exc.status
         return _error_response(exc.status, _http_message(request, exc), _passthrough_headers(exc))
+    except (HttpProcessingError, web.RequestPayloadError) as exc:  # raised while reading a malformed body
+        status = 400
+        return _error_response(400, f"malformed request: {_aiohttp_message(exc)}")
     except asyncio.CancelledError:
         status = 499  # the client went away; nothing is sent
         raise
@@ -91,6 +96,13 @@ def _http_message(request: web.Request, exc: web.HTTPException) -> str:
         limit = request.app[SETTINGS].max_body_mb
         return f"the request body is larger than the {limit} MiB limit (--max-body-mb)"
     return exc.reason or f"HTTP {exc.status}"
+
+
+def _aiohttp_message(exc: Exception) -> str:
+    """aiohttp's own text without its "400, message:" prefix, on one line."""
+    text = exc.message if isinstance(exc, HttpProcessingError) and exc.message else str(exc)
+    text = re.sub(r"^\d{3}, message:\s*", "", text.strip())
+    return " ".join(text.split()) or type(exc).__name__
 
 
 def _passthrough_headers(exc: web.HTTPException) -> dict[str, str] | None:

@@ -60,6 +60,18 @@ SCHEMAS: dict[str, Any] = {
         "required": ["error"],
         "properties": {"error": {"type": "string"}},
     },
+    "Live": {"type": "object", "required": ["live"], "properties": {"live": {"type": "boolean"}}},
+    "Ready": {"type": "object", "required": ["ready"], "properties": {"ready": {"type": "boolean"}}},
+    "ModelReady": {
+        "type": "object",
+        "required": ["name", "version", "ready"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "ready": {"type": "boolean"},
+            "error": {"type": "string", "description": "Why the model is not ready (its load error)."},
+        },
+    },
     "Parameters": {
         "type": "object",
         "description": "Free-form V2 parameters (e.g. binary_data_output, binary_data_size, binary_data).",
@@ -285,10 +297,10 @@ def _model_ready(version: bool) -> dict[str, Any]:
             "summary": "Model readiness: 200 when it can serve inference",
             "parameters": [MODEL, VERSION] if version else [MODEL],
             "responses": {
-                "200": {"description": "Ready."},
+                "200": _json(_ref("ModelReady"), "Ready."),
                 "400": E400,
                 "404": E404,
-                "503": _error("Known but not ready (loading, or failed to load)."),
+                "503": _json(_ref("ModelReady"), "Known but not ready (loading, or failed to load): see error."),
             },
         }
     }
@@ -360,12 +372,12 @@ def _get(tag: str, op_id: str, summary: str, responses: dict[str, Any], params: 
 TEXT_OK = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
 PATHS: dict[str, Any] = {
-    "/v2/health/live": _get("V2", "v2_live", "Server liveness", {"200": {"description": "The process is up."}}),
+    "/v2/health/live": _get("V2", "v2_live", "Server liveness", {"200": _json(_ref("Live"), "The process is up.")}),
     "/v2/health/ready": _get(
         "V2",
         "v2_ready",
         "Server readiness: 200 once every model is loaded and warmed up",
-        {"200": {"description": "Ready."}, "503": _error("Not ready yet, or shutting down.")},
+        {"200": _json(_ref("Ready"), "Ready."), "503": _json(_ref("Ready"), "Not ready yet, or shutting down.")},
     ),
     "/v2": _get(
         "V2", "v2_server_metadata", "Server metadata and extensions", {"200": _json(_ref("ServerMetadata"), "")}

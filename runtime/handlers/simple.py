@@ -190,16 +190,10 @@ async def _upload(request: web.Request, limit: int) -> bytes:
     """The encoded image: a multipart field ``image`` (else the first file field) or a raw image body."""
     content_type = request.content_type
     if content_type.startswith("multipart/"):
-        reader = await request.multipart()
-        fallback: bytes | None = None
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader):
-                continue
-            if part.name == "image" or (fallback is None and part.filename):
-                data = await _read_part(part, limit)
-                if part.name == "image":
-                    return data
-                fallback = data
+        try:
+            fallback = await _multipart_image(request, limit)
+        except ValueError as exc:  # aiohttp's multipart parser: missing boundary, no starting boundary
+            raise BadRequest(f"malformed multipart body: {exc}") from None
         if fallback is None:
             raise BadRequest("the multipart form has no field 'image' and no file field")
         return fallback
@@ -211,6 +205,21 @@ async def _upload(request: web.Request, limit: int) -> bytes:
     raise UnsupportedMediaType(
         f"send the image as multipart/form-data (field 'image') or a raw image/* body, not {content_type!r}"
     )
+
+
+async def _multipart_image(request: web.Request, limit: int) -> bytes | None:
+    """The field ``image``, else the first file field, else None."""
+    reader = await request.multipart()
+    fallback: bytes | None = None
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "image" or (fallback is None and part.filename):
+            data = await _read_part(part, limit)
+            if part.name == "image":
+                return data
+            fallback = data
+    return fallback
 
 
 async def _read_part(part: BodyPartReader, limit: int) -> bytes:

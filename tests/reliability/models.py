@@ -1,0 +1,140 @@
+"""Tiny ONNX models for the reliability tests, built with onnx.helper (random weights, fixed seed).
+
+- ``mlp``: x FP32 [-1, 4] -> y FP32 [-1, 3], dynamic batch; what the load test and the fuzzer drive.
+- ``slow``: x FP32 [-1, 4] -> y = x + 0 * (a loop of big MatMuls); slow on purpose, for backpressure,
+  deadlines and shutdown with requests in flight. The loop's trip count sets how slow.
+- ``vision``: image FP32 [-1, 3, 8, 8] NCHW -> probs FP32 [-1, 3], with a manifest image section and
+  labels, so the image endpoints and the pixel limit have something to hit.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime.manifest import ImagePreprocessing, Manifest, TensorSpec
+
+OPSET = 17
+RNG = np.random.default_rng(7)
+
+
+def _save(model: onnx.ModelProto, repository: Path, name: str, manifest: Manifest | None = None) -> Path:
+    onnx.checker.check_model(model)
+    version_dir = repository / name / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    path = version_dir / "model.onnx"
+    onnx.save(model, str(path))
+    if manifest is not None:
+        manifest.write(version_dir)
+    return path
+
+
+def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], ir_version=8)
+
+
+def mlp_graph() -> onnx.ModelProto:
+    w1 = numpy_helper.from_array(RNG.standard_normal((4, 8)).astype(np.float32), "w1")
+    b1 = numpy_helper.from_array(RNG.standard_normal(8).astype(np.float32), "b1")
+    w2 = numpy_helper.from_array(RNG.standard_normal((8, 3)).astype(np.float32), "w2")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w1"], ["h0"]),
+        helper.make_node("Add", ["h0", "b1"], ["h1"]),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "w2"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+        [w1, b1, w2],
+    )
+    return _model(graph)
+
+
+def slow_graph(iterations: int, size: int = 384) -> onnx.ModelProto:
+    """y = x + 0 * sum(tanh(M @ W) repeated ``iterations`` times), M seeded from x so nothing folds away."""
+    body = helper.make_graph(
+        [
+            helper.make_node("MatMul", ["m_in", "w"], ["mm"]),
+            helper.make_node("Tanh", ["mm"], ["m_out"]),
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", TensorProto.INT64, []),
+            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [size, size]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
+            helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [size, size]),
+        ],
+    )
+    inits = [
+        numpy_helper.from_array(np.array(iterations, dtype=np.int64), "trips"),
+        numpy_helper.from_array(np.array(True), "cond"),
+        numpy_helper.from_array(np.array([size, size], dtype=np.int64), "square"),
+        numpy_helper.from_array((RNG.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32), "w"),
+        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
+    ]
+    nodes = [
+        helper.make_node("ReduceMean", ["x"], ["seed"], keepdims=0),
+        helper.make_node("Expand", ["seed", "square"], ["m0"]),
+        helper.make_node("Loop", ["trips", "cond", "m0"], ["m_final"], body=body),
+        helper.make_node("ReduceSum", ["m_final"], ["total"], keepdims=0),
+        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
+        helper.make_node("Add", ["x", "nothing"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        inits,
+    )
+    return _model(graph)
+
+
+def vision_graph() -> onnx.ModelProto:
+    w = numpy_helper.from_array(RNG.standard_normal((3, 3)).astype(np.float32), "w")
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w"], ["logits"]),
+        helper.make_node("Softmax", ["logits"], ["probs"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "vision",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 8, 8])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 3])],
+        [w],
+    )
+    return _model(graph)
+
+
+def write_mlp(repository: Path, name: str = "mlp") -> Path:
+    return _save(mlp_graph(), repository, name)
+
+
+def write_slow(repository: Path, iterations: int, name: str = "slow") -> Path:
+    return _save(slow_graph(iterations), repository, name)
+
+
+def write_vision(repository: Path, name: str = "vision") -> Path:
+    manifest = Manifest(
+        name=name,
+        format="onnx",
+        inputs=[TensorSpec("image", "FP32", [-1, 3, 8, 8])],
+        outputs=[TensorSpec("probs", "FP32", [-1, 3])],
+        max_batch_size=8,
+        image=ImagePreprocessing(input="image", layout="NCHW", height=8, width=8),
+        labels=["cat", "dog", "owl"],
+        label_output="probs",
+    )
+    return _save(vision_graph(), repository, name, manifest)
