@@ -141,14 +141,16 @@ def download(
     The file name comes from Content-Disposition, else the URL path, else ``model``.
     """
     dest_dir = Path(dest_dir)
-    dest_dir.mkdir(parents=True, exist_ok=True)
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https"):
         raise DownloadError(f"{url}: only http and https URLs can be downloaded")
     delay = policy.backoff
     for attempt in range(policy.retries + 1):
         try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
             return _download_once(url, dest_dir, policy, progress)
+        except OSError as exc:  # network errors are _Retryable by now: this is the local disk
+            raise DownloadError(f"{url}: cannot save the download in {dest_dir}: {exc}") from None
         except _Retryable as exc:
             if attempt == policy.retries:
                 raise DownloadError(f"{url}: {exc} (gave up after {attempt + 1} attempts)") from None
@@ -291,8 +293,8 @@ def extract(archive: Path, dest: Path, limits: ExtractLimits = ExtractLimits()) 
     kind = archive_kind(archive)
     if kind is None:
         raise ArchiveError(f"{archive}: not a zip or tar archive")
-    dest.mkdir(parents=True, exist_ok=True)
     try:
+        dest.mkdir(parents=True, exist_ok=True)
         if kind == "zip":
             with zipfile.ZipFile(archive) as zf:
                 _extract_members(archive, _zip_members(archive, zf), dest, limits)
@@ -301,6 +303,10 @@ def extract(archive: Path, dest: Path, limits: ExtractLimits = ExtractLimits()) 
                 _extract_members(archive, _tar_members(archive, tf), dest, limits)
     except ArtifactError:
         raise
+    except OSError as exc:
+        if exc.errno is None:  # gzip's BadGzipFile and friends: the archive, not the disk
+            raise ArchiveError(f"{archive}: corrupt {kind} archive: {type(exc).__name__}: {exc}") from None
+        raise ArchiveError(f"{archive}: cannot extract into {dest}: {exc}") from None
     except Exception as exc:  # every reader error of a corrupt archive: zlib, EOF, CRC, struct, lzma...
         raise ArchiveError(f"{archive}: corrupt {kind} archive: {type(exc).__name__}: {exc}") from None
     return dest

@@ -370,3 +370,15 @@ def test_fetch_model_failure_leaves_nothing(tmp_path: Path, served_zip) -> None:
     with repository_env(repo, model_id="42"), pytest.raises(ArtifactError, match="truncated"):
         fetch_model("", tmp_path / "out" / "bundle", policy=FAST)
     assert listing(tmp_path / "out") == []
+
+
+def test_disk_errors_are_reported_as_such(tmp_path: Path, served_zip) -> None:
+    from runtime.artifacts import ArchiveError, DownloadError, download, extract
+
+    repo, zip_path = served_zip
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    with pytest.raises(DownloadError, match="cannot save the download in"):
+        download(f"{repo.url}/?modelId=42", blocker / "sub", policy=FAST)
+    with pytest.raises(ArchiveError, match="cannot extract into"):
+        extract(zip_path, blocker / "sub")
