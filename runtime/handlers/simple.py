@@ -17,7 +17,6 @@ from runtime.handlers.common import REPOSITORY, SETTINGS, infer, json_response, 
 from runtime.handlers.v2 import PLATFORMS
 from runtime.manifest import Manifest, TensorSpec
 from runtime.repository import ModelVersion
-from runtime.validation import format_shape
 
 DEFAULT_TOP_K = 5
 
@@ -115,10 +114,14 @@ def _tensor(spec: TensorSpec) -> dict[str, Any]:
 
 
 def _words(spec: TensorSpec) -> str:
+    batched = bool(spec.shape) and spec.shape[0] == -1
+    per_row = spec.shape[1:] if batched else spec.shape
+    if per_row in ([], [1]):
+        one = {"BYTES": "a string", "BOOL": "a true/false value"}.get(spec.datatype, f"a number ({spec.datatype})")
+        return f"{spec.name!r} ({one}{' per row' if batched else ''})"
     kind = {"BYTES": "strings", "BOOL": "true/false values"}.get(spec.datatype, f"{spec.datatype} numbers")
-    per_row = spec.shape[1:] if spec.shape and spec.shape[0] == -1 else spec.shape
-    size = format_shape(per_row) if per_row and per_row != [1] else "one value"
-    return f"{spec.name!r} ({size} of {kind}{' per row' if spec.shape and spec.shape[0] == -1 else ''})"
+    size = "x".join("any" if d < 0 else str(d) for d in per_row)
+    return f"{spec.name!r} ({size} {kind}{' per row' if batched else ''})"
 
 
 def _sentence(name: str, manifest: Manifest, has_image: bool) -> str:
@@ -130,7 +133,9 @@ def _sentence(name: str, manifest: Manifest, has_image: bool) -> str:
             f"you get back{classes} {outputs}."
         )
     inputs = " and ".join(_words(s) for s in manifest.inputs)
-    return f'POST {{"inputs": {{...}}}} to /api/models/{name}/predict with {inputs}; you get back {outputs}.'
+    tabular = all(s.shape in ([-1], [-1, 1]) for s in manifest.inputs)
+    how = 'records [{"field": value, ...}] or {"inputs": {...}}' if tabular else '{"inputs": {...}}'
+    return f"POST {how} to /api/models/{name}/predict with {inputs}; you get back {outputs}."
 
 
 # ---- predict ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ def test_list_and_info(server):
     assert info["endpoints"]["image"] == "/api/models/cnn/image"
     info = requests.get(f"{server.url}/api/models/mlp", timeout=10).json()
     assert info["description"].startswith('POST {"inputs": {...}} to /api/models/mlp/predict')
-    assert "'x' ([4] of FP32 numbers per row)" in info["description"]
+    assert "'x' (4 FP32 numbers per row)" in info["description"]
     assert requests.get(f"{server.url}/api/models/nope", timeout=10).status_code == 404
 
 
