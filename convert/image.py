@@ -78,7 +78,9 @@ def build(spec: TensorSpec, layout: str, base: ImagePreprocessing | None, option
     )
 
 
-def apply(inputs: list[TensorSpec], converter_guess: ImagePreprocessing | None, options: ImageOptions):
+def apply(
+    inputs: list[TensorSpec], converter_guess: ImagePreprocessing | None, options: ImageOptions
+) -> ImagePreprocessing | None:
     """The final preprocessing: the converter's, else the guess; CLI options override either."""
     if options.disable:
         return None

@@ -104,10 +104,6 @@ def run_served(converted: Converted, inputs: dict[str, np.ndarray], max_batch_si
         version_dir = _version_dir(converted.model_path, MODEL_FILES[converted.format], Path(tmp))
         try:
             engine = load_engine(converted.format, version_dir, manifest, EngineOptions(warmup=False))
-        except ModuleNotFoundError as exc:
-            if exc.name != "runtime.engines.onnx" or converted.format != "onnx":
-                raise VerificationError(f"{converted.model_path.name}: no serving engine: {exc}") from None
-            engine = _PlainOnnxEngine(version_dir / MODEL_FILES["onnx"])  # until runtime/engines/onnx.py lands
         except Exception as exc:
             raise VerificationError(
                 f"{converted.model_path.name}: the served engine cannot load the converted model: "
@@ -122,25 +118,6 @@ def run_served(converted: Converted, inputs: dict[str, np.ndarray], max_batch_si
             ) from None
         finally:
             engine.close()
-
-
-class _PlainOnnxEngine:
-    """Stand-in with the Engine interface while the runtime's ONNX engine is not in the tree."""
-
-    def __init__(self, path: Path) -> None:
-        import onnxruntime
-
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-
-    def validate(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return inputs
-
-    def predict(self, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
-        return dict(zip(names, self.session.run(names, inputs), strict=True))
-
-    def close(self) -> None:
-        pass
 
 
 def _version_dir(model_path: Path, file_name: str, tmp: Path) -> Path:
