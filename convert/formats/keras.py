@@ -32,9 +32,11 @@ from convert.formats.tf_common import (
     import_tensorflow,
     numpy_dtype_name,
     quiet,
+    require_known_shapes,
     tensor_base_name,
     unique_names,
     v2_datatype,
+    with_input_shapes,
 )
 
 
@@ -50,7 +52,8 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     tf = import_tensorflow()
 
     structure = model_input_structure(model, source)
-    inputs = keras_inputs(model, structure, source)
+    inputs = with_input_shapes(keras_inputs(model, structure, source), options, source)
+    require_known_shapes(inputs, source)
     probe_names = output_names_of(model)
 
     def run(tensors: list[Any]) -> dict[str, Any]:
@@ -244,10 +247,10 @@ def name_outputs(result: Any, layer_names: list[str] | None, source: Path) -> di
 def name_outputs_probe(
     model: Any, structure: Any, inputs: list[TfInput], layer_names: list[str] | None, source: Path
 ) -> list[str]:
-    """The output names, from one call on a batch of 1 (shapes with unknown dims use 1)."""
+    """The output names, from one call on a batch of 1."""
     import tensorflow as tf
 
-    tensors = [tf.zeros([1, *(d or 1 for d in i.shape[1:])], dtype=tf.as_dtype(i.dtype)) for i in inputs]
+    tensors = [tf.zeros([1, *i.shape[1:]], dtype=tf.as_dtype(i.dtype)) for i in inputs]
     try:
         result = model(pack_inputs(structure, tensors), training=False)
     except Exception as exc:

@@ -284,3 +284,40 @@ def test_checkpoint_incomplete_newest_step_is_skipped(checkpoint_run: builders.C
     for shard in directory.glob("model.ckpt-1200.data-*"):
         shard.unlink()
     assert_serves_step(convert(directory, "checkpoint", tmp_path / "out"), checkpoint_run, 300)
+
+
+def test_unsupported_op_is_named(tmp_path: Path) -> None:
+    import tensorflow as tf
+
+    class Igamma(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 3], tf.float32, name="x")])
+        def serve(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+            return {"y": tf.math.igamma(tf.abs(x) + 1.0, tf.abs(x) + 0.5)}
+
+    module = Igamma()
+    tf.saved_model.save(module, str(tmp_path / "igamma"), signatures={"serving_default": module.serve})
+    with pytest.raises(ConversionError, match=r"igamma: tf2onnx cannot convert the TensorFlow ops Igamma to ONNX"):
+        convert(tmp_path / "igamma", "savedmodel", tmp_path / "out")
+    assert not (tmp_path / "out" / "model.onnx").exists()
+
+
+def test_keras_unknown_dims_need_input_shape(tmp_path: Path) -> None:
+    """A fully convolutional model takes any image size: --input-shape fixes the served one."""
+    import keras
+
+    keras.utils.set_random_seed(4)
+    image = keras.Input((None, None, 3), name="image")
+    pooled = keras.layers.GlobalMaxPooling2D()(keras.layers.Conv2D(2, 3, name="conv")(image))
+    path = tmp_path / "fcn.keras"
+    model = keras.Model(image, pooled)
+    model.save(path)
+
+    with pytest.raises(
+        ConversionError, match=r"input image has unknown dimensions \[\?, \?, \?, 3\].*--input-shape image="
+    ):
+        convert(path, "keras", tmp_path / "a")
+    converted = convert(path, "keras", tmp_path / "b", input_shapes={"image": [1, 12, 10, 3]})
+    assert converted.inputs[0].shape == [-1, 12, 10, 3]
+    sample = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
+    want = np.asarray(model.predict(sample, verbose=0))
+    np.testing.assert_allclose(onnx_predict(converted, {"image": sample})["global_max_pooling2d"], want, atol=ATOL)
