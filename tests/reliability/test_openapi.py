@@ -2,7 +2,7 @@
 
 The fuzz run drives the real server with schemathesis (its CLI, bounded in examples per operation
 and in total time) and fails on any 5xx or any response that does not match the document.
-``MODELPORT_FUZZ_EXAMPLES`` (default 50) and ``MODELPORT_FUZZ_SECONDS`` (default 150) bound it.
+``MODELPORT_FUZZ_EXAMPLES`` (default 50) and ``MODELPORT_FUZZ_SECONDS`` (default 120) bound it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from tests.support.server import RunningServer
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 FUZZ_EXAMPLES = int(os.environ.get("MODELPORT_FUZZ_EXAMPLES", "50"))
-FUZZ_SECONDS = int(os.environ.get("MODELPORT_FUZZ_SECONDS", "150"))
+FUZZ_SECONDS = int(os.environ.get("MODELPORT_FUZZ_SECONDS", "120"))
 METHODS = {"get", "post", "put", "patch", "delete"}
 
 
