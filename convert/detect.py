@@ -161,6 +161,10 @@ def sniff_file(path: Path) -> Detection | str:
         return found
     if decompressed is not None:
         return "a compressed file that is not a pickle (a .tar.gz archive is unpacked only as SOURCE itself)"
+    if head[4:8] == b"TFL3":
+        return "a TensorFlow Lite flatbuffer (.tflite), which is not supported: convert the SavedModel or Keras model"
+    if len(head) > 10 and head[8:10] == b'{"' and int.from_bytes(head[:8], "little") < (100 << 20):
+        return "a safetensors file (weights only): export the model itself (TorchScript or torch.save(model))"
     if _looks_like_pmml(head):
         return Detection("pmml", path)
     if head.lstrip()[:1] == b"<":

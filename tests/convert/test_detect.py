@@ -248,3 +248,15 @@ def test_pointing_at_a_file_inside_a_directory_format(tmp_path: Path) -> None:
 def test_large_binary_companion_is_not_read_whole(tmp_path: Path, onnx_file: Path) -> None:
     (tmp_path / "weights.bin").write_bytes(b"\xff" * (1 << 20))
     assert detect(tmp_path).path == onnx_file
+
+
+def test_common_wrong_files_are_named(tmp_path: Path) -> None:
+    tflite = tmp_path / "model.tflite"
+    tflite.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(64))
+    with pytest.raises(DetectionError, match="TensorFlow Lite flatbuffer"):
+        detect(tflite)
+    header = b'{"w":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}'
+    safetensors = tmp_path / "model.safetensors"
+    safetensors.write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    with pytest.raises(DetectionError, match="safetensors file"):
+        detect(safetensors)
