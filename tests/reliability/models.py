@@ -138,3 +138,28 @@ def write_vision(repository: Path, name: str = "vision") -> Path:
         label_output="probs",
     )
     return _save(vision_graph(), repository, name, manifest)
+
+
+def calibrated_slow(repository: Path, seconds: float, name: str = "slow") -> tuple[Path, float]:
+    """The slow model sized so one inference takes about ``seconds`` on this machine with one thread.
+
+    Returns the file and the measured seconds per inference (the tests' timings derive from it).
+    """
+    import time
+
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    x = {"x": np.ones((1, 4), np.float32)}
+
+    def timed(iterations: int) -> float:
+        session = ort.InferenceSession(slow_graph(iterations).SerializeToString(), options)
+        session.run(None, x)
+        started = time.perf_counter()
+        session.run(None, x)
+        return time.perf_counter() - started
+
+    per_iteration = timed(40) / 40
+    iterations = max(10, round(seconds / per_iteration))
+    return write_slow(repository, iterations, name), timed(iterations)

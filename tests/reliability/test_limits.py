@@ -85,7 +85,9 @@ def test_too_many_elements_is_413(limited: RunningServer) -> None:
     body = v2_body([rows, 4], [0.5] * (rows * 4))
     response = requests.post(f"{limited.url}/v2/models/mlp/infer", json=body, timeout=30)
     assert_refused(response, 413, "elements", "--max-elements")
-    response = requests.post(f"{limited.url}/api/models/mlp/predict", json={"inputs": {"x": [[0.5] * 4] * rows}}, timeout=30)
+    response = requests.post(
+        f"{limited.url}/api/models/mlp/predict", json={"inputs": {"x": [[0.5] * 4] * rows}}, timeout=30
+    )
     assert response.status_code == 413, response.text
     assert_still_serving(limited)
 
