@@ -341,3 +341,33 @@ def save_tf1_saved_model(directory: Path, seed: int = 0) -> Saved:
                 outputs={"probabilities": ops["probs"], "logits": logits},
             )
     return Saved(path, "savedmodel", inputs, {"logits": raw, "probabilities": probs})
+
+
+def save_keras2_frozen_graph(directory: Path, seed: int = 0) -> Saved:
+    """What Keras-2-era deployment scripts did: build the Keras model in a TF1 graph, take the
+    backend session, freeze. Leaves ``keras_learning_phase`` (a PlaceholderWithDefault), Dropout and
+    BatchNorm conds (Switch/Merge) and unused assignment placeholders in the graph."""
+    import tensorflow as tf
+    import tf_keras
+    from tf_keras.src import backend as keras_backend
+
+    v1 = tf.compat.v1
+    graph = tf.Graph()
+    inputs = {"img": rng(seed + 100).normal(size=(BATCH, 8, 8, 3)).astype("float32")}
+    with graph.as_default():
+        session = v1.Session(graph=graph)
+        keras_backend.set_session(session)
+        image = tf_keras.Input((8, 8, 3), name="img")
+        x = tf_keras.layers.Conv2D(4, 3, name="conv")(image)
+        x = tf_keras.layers.BatchNormalization(name="bn")(x)
+        x = tf_keras.layers.Dropout(0.5)(x)
+        x = tf_keras.layers.Flatten()(x)
+        model = tf_keras.Model(image, tf_keras.layers.Dense(3, activation="softmax", name="pred")(x))
+        session.run(v1.global_variables_initializer())
+        randomize_batchnorm(model, seed)
+        outputs = {"pred/Softmax": session.run(model.output, {model.input: inputs["img"]})}
+        frozen = v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), [model.output.op.name])
+        session.close()
+    path = directory / "keras2_frozen.pb"
+    path.write_bytes(frozen.SerializeToString())
+    return Saved(path, "graphdef", inputs, outputs)

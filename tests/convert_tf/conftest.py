@@ -21,6 +21,7 @@ def tf_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, builders.Sa
     models["savedmodel-tf1"] = builders.save_tf1_saved_model(directory)
     models["graphdef-tf1-frozen"] = builders.save_frozen_graph(directory)
     models["graphdef-tf2-function"] = builders.save_function_graph(directory)
+    models["graphdef-keras2-session"] = builders.save_keras2_frozen_graph(directory)
     for variant in ("sequential_embedding", "dict_io", "tf_keras_sequential"):
         models[variant] = builders.save_keras_variant(directory, variant)
     return models

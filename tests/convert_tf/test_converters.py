@@ -27,6 +27,7 @@ EXPECTED_NAMES = {
     "savedmodel-tf1": (["features"], ["logits", "probabilities"]),
     "graphdef-tf1-frozen": (["x"], ["probs"]),
     "graphdef-tf2-function": (["inputs"], ["Identity"]),
+    "graphdef-keras2-session": (["img"], ["pred/Softmax"]),
 }
 
 
@@ -158,7 +159,7 @@ def test_savedmodel_matches_source(tf_models: dict[str, builders.Saved], tmp_pat
 
 
 # ---- frozen GraphDef --------------------------------------------------------------------------------
-@pytest.mark.parametrize("case", ["graphdef-tf1-frozen", "graphdef-tf2-function"])
+@pytest.mark.parametrize("case", ["graphdef-tf1-frozen", "graphdef-tf2-function", "graphdef-keras2-session"])
 def test_graphdef_finds_inputs_and_outputs(tf_models: dict[str, builders.Saved], tmp_path: Path, case: str) -> None:
     """The TF1 graph still holds a ``labels`` placeholder and a ``loss``: neither is served."""
     saved = tf_models[case]
