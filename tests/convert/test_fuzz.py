@@ -148,3 +148,40 @@ def test_detect_after_unpack_raises_only_own_errors(scratch: Path, data: bytes) 
         pass
     finally:
         shutil.rmtree(out)
+
+
+SEGMENTS = st.sampled_from(["a", "b", "model", "..", ".", "", "/", "\\", "C:", "x.onnx"])
+PATHS = st.lists(SEGMENTS, min_size=1, max_size=5).map("/".join)
+MEMBERS = st.lists(
+    st.tuples(PATHS, st.sampled_from(["file", "dir", "symlink", "hardlink"]), PATHS), min_size=1, max_size=8
+)
+
+
+@FUZZ
+@given(members=MEMBERS)
+def test_hostile_tar_layouts_never_escape(scratch: Path, members: list[tuple[str, str, str]]) -> None:
+    """Archives built from hostile names and links: rejected, or extracted wholly inside ``out``."""
+    archive = scratch / "hostile.tar"
+    kinds = {"file": tarfile.REGTYPE, "dir": tarfile.DIRTYPE, "symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE}
+    with tarfile.open(archive, "w") as tf:
+        for name, kind, target in members:
+            info = tarfile.TarInfo(name or ".")
+            info.type = kinds[kind]
+            info.linkname = target if kind in ("symlink", "hardlink") else ""
+            payload = b"data" if kind == "file" else b""
+            info.size = len(payload)
+            tf.addfile(info, io.BytesIO(payload))
+    sandbox = Path(tempfile.mkdtemp(dir=scratch))
+    out = sandbox / "out"
+    try:
+        unpack(archive, out, LIMITS)
+    except UnpackError:
+        pass
+    else:
+        for path in out.rglob("*"):
+            assert not path.is_symlink()
+            assert out in path.resolve().parents
+    finally:
+        assert sorted(p.name for p in sandbox.iterdir()) in ([], ["out"])  # nothing written beside it
+        assert {p.name for p in scratch.iterdir()} <= {"hostile.tar", sandbox.name, "archive.bin", "model.h5"}
+        shutil.rmtree(sandbox)
