@@ -41,6 +41,8 @@ from runtime.settings import Settings
 log = logging.getLogger("runtime")
 access_log = logging.getLogger("runtime.access")
 
+DEFAULT_MERGE_ROWS = 256  # batching cap for models that accept any number of rows (PMML's -1)
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -131,9 +133,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         if entry.engine is None:
             continue
         manifest = entry.engine.manifest
-        max_batch = settings.max_batch_size or manifest.max_batch_size
-        if manifest.max_batch_size > 0:
-            max_batch = min(max_batch, manifest.max_batch_size)
+        model_cap = manifest.max_batch_size if manifest.max_batch_size > 0 else None
+        max_batch = settings.max_batch_size or model_cap or DEFAULT_MERGE_ROWS
+        if model_cap is not None:
+            max_batch = min(max_batch, model_cap)
         entry.batcher = Batcher(
             entry.engine,
             metrics.model(entry.name, entry.version),

@@ -6,8 +6,9 @@ its slice of the answer. When a worker finds more compatible requests already wa
 names, dtypes and trailing shapes, same output selection) it concatenates them along axis 0, up to
 ``max_batch`` rows, and runs them as one batch; with ``delay`` > 0 it also waits that long for more.
 A model without a batch axis (``max_batch_size`` 0, or any tensor whose first axis is fixed) is never
-merged. Past ``max_queue`` waiting requests a new one gets 503 + Retry-After instead of queueing,
-and a request whose deadline passes gets 504 (and is dropped if it has not run yet).
+merged; ``max_batch_size`` -1 (PMML: any number of rows) is merged up to the server's cap.
+Past ``max_queue`` waiting requests a new one gets 503 + Retry-After instead of queueing, and a
+request whose deadline passes gets 504 (and is dropped if it has not run yet).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def batchable(engine: Engine) -> bool:
     """True when every input and output has a variable first axis, so requests can be stacked on it."""
     manifest = engine.manifest
     tensors = manifest.inputs + manifest.outputs
-    return manifest.max_batch_size > 0 and bool(manifest.inputs) and all(t.shape and t.shape[0] == -1 for t in tensors)
+    return manifest.max_batch_size != 0 and bool(manifest.inputs) and all(t.shape and t.shape[0] == -1 for t in tensors)
 
 
 class Batcher:
@@ -105,7 +106,8 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         first = next(iter(inputs.values()), None)
-        rows = int(first.shape[0]) if first is not None and first.ndim else 1
+        batched = self.engine.manifest.max_batch_size != 0 and first is not None and first.ndim > 0
+        rows = int(first.shape[0]) if batched else 1  # type: ignore[union-attr]
         job = _Job(inputs, tuple(outputs) if outputs else None, loop.create_future(), time.perf_counter(), rows)
         self._queue.put_nowait(job)
         self._waiting += 1

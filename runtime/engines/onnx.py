@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from runtime.engines import EngineOptions
-from runtime.errors import InferenceError, ModelLoadError
+from runtime.errors import BadRequest, InferenceError, ModelLoadError
 from runtime.manifest import Manifest, TensorSpec, sha256_file
 from runtime.validation import NUMPY_DTYPES, check_inputs
 
@@ -116,6 +117,8 @@ class OnnxEngine:
         feed = {k: _as_text(v) if k in self._string_inputs else v for k, v in inputs.items()}
         try:
             results = self.session.run(names, feed)
+        except InvalidArgument as exc:  # input-dependent (e.g. a shape the graph's Reshape cannot take)
+            raise BadRequest(f"model {self.manifest.name!r} rejected the input: {exc}") from exc
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
             raise InferenceError(f"model {self.manifest.name!r}: onnxruntime failed: {exc}") from exc
         return dict(zip(names, results, strict=True))
