@@ -39,6 +39,9 @@ from runtime.manifest import Manifest, TensorSpec
 FIELDS_INPUT = "input__fields"  # the optional single 2-D FP64 input: every field, in manifest order
 PREDICTED_VALUE = "predictedValue"
 NUMERIC_TYPES = {"double", "float", "real", "integer"}
+# -Xrs: the JVM must not install its own SIGTERM/SIGINT handlers in our process; they would exit
+# at once (status 143) and skip the server's graceful shutdown. JAVA_OPTS adds to these.
+JVM_OPTIONS = ["-Xrs"]
 STRICT_INVALID = {"returnInvalid"}  # MiningField invalidValueTreatment values that make pypmml return NaN
 
 _jvm_lock = threading.Lock()
@@ -56,7 +59,7 @@ def ensure_jvm() -> Any:
         import pypmml
 
         if not _jvm_started:
-            pypmml.PMMLContext.getOrCreate(gateway="jpype")
+            pypmml.PMMLContext.getOrCreate(gateway="jpype", java_opts=JVM_OPTIONS)
             atexit.register(_shutdown_jvm)
             _jvm_started = True
     return pypmml
