@@ -49,7 +49,20 @@ def empty(repo: Path) -> Path:
     return version_dir
 
 
-BREAKAGES = [corrupt, truncated, missing, empty]
+def tampered(repo: Path) -> Path:
+    """A model file that is not the one its manifest's sha256 describes (replaced after conversion)."""
+    path = models.write_mlp(repo, "broken")
+    Manifest(
+        name="broken",
+        format="onnx",
+        inputs=[TensorSpec("x", "FP32", [-1, 4])],
+        outputs=[TensorSpec("y", "FP32", [-1, 3])],
+        sha256="0" * 64,
+    ).write(path.parent)
+    return path
+
+
+BREAKAGES = [corrupt, truncated, missing, empty, tampered]
 
 
 @pytest.mark.parametrize("break_model", BREAKAGES, ids=lambda f: f.__name__)
