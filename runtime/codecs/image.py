@@ -67,14 +67,15 @@ def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int) -> np.n
                 )
             image.load()
             image = ImageOps.exif_transpose(image)
+            mode = "L" if spec.color_mode == "L" else "RGB"
+            if image.mode != mode:
+                image = image.convert(mode)
+            if image.size != (spec.width, spec.height):
+                image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
-    mode = "L" if spec.color_mode == "L" else "RGB"
-    if image.mode != mode:
-        image = image.convert(mode)
-    if image.size != (spec.width, spec.height):
-        image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
-    return to_tensor(np.asarray(image), spec)
+    return to_tensor(pixels, spec)
 
 
 def to_tensor(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -13,7 +14,7 @@ from aiohttp import BodyPartReader, web
 from runtime.codecs import simple_json, v2_json
 from runtime.codecs.image import decode_image, image_preprocessing
 from runtime.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from runtime.handlers.common import REPOSITORY, SETTINGS, infer, json_response, model_entry
+from runtime.handlers.common import EXECUTOR, REPOSITORY, SETTINGS, infer, json_response, model_entry
 from runtime.handlers.v2 import PLATFORMS
 from runtime.manifest import Manifest, TensorSpec
 from runtime.repository import ModelVersion
@@ -170,7 +171,10 @@ async def image(request: web.Request) -> web.Response:
         raise BadRequest(f"model {entry.name!r} also needs inputs {', '.join(others)}: use the JSON predict endpoint")
     top_k = _top_k(request)
     data = await _upload(request, settings.max_body_bytes)
-    tensor = decode_image(data, spec, settings.max_image_pixels)[None, ...]
+    loop = asyncio.get_running_loop()  # Pillow work goes to the thread pool, like inference
+    tensor = (await loop.run_in_executor(request.app[EXECUTOR], decode_image, data, spec, settings.max_image_pixels))[
+        None, ...
+    ]
     outputs = await infer(request, entry, {spec.input: tensor}, None)
     body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version}
     scores = _classifier_output(manifest, outputs)

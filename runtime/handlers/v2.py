@@ -6,6 +6,7 @@ An encoded image sent as a BYTES tensor to a model's image input is decoded by t
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import numpy as np
@@ -14,8 +15,8 @@ from aiohttp import web
 from runtime.codecs import v2_binary, v2_json
 from runtime.codecs.image import decode_batch, image_preprocessing
 from runtime.errors import BadRequest
-from runtime.handlers.common import REPOSITORY, SETTINGS, infer, json_response, model_entry
-from runtime.manifest import Manifest
+from runtime.handlers.common import EXECUTOR, REPOSITORY, SETTINGS, infer, json_response, model_entry
+from runtime.manifest import ImagePreprocessing, Manifest
 from runtime.repository import ModelVersion
 from runtime.validation import v2_datatype
 
@@ -44,14 +45,17 @@ def metadata(request: web.Request, entry: ModelVersion, manifest: Manifest) -> d
 
 
 def _decode_inputs(
-    entry: ModelVersion, payload: dict[str, Any], binary: memoryview, max_elements: int, max_pixels: int
-) -> dict[str, np.ndarray]:
+    entry: ModelVersion, payload: dict[str, Any], binary: memoryview, max_elements: int
+) -> tuple[dict[str, np.ndarray], ImagePreprocessing | None]:
+    """The request tensors, and the image preprocessing when the image input came as encoded BYTES
+    (decoded by the caller, off the event loop)."""
     tensors = payload.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise BadRequest('the request needs "inputs": a non-empty list of tensors')
     manifest = entry.require_engine().manifest
     image = image_preprocessing(manifest) if entry.format == "onnx" else None
     inputs: dict[str, np.ndarray] = {}
+    encoded_image = None
     offset = 0
     for tensor in tensors:
         if not isinstance(tensor, dict):
@@ -78,11 +82,11 @@ def _decode_inputs(
         else:
             array = v2_json.tensor_from_json(name, datatype, shape, tensor.get("data"), max_elements)
         if image is not None and name == image.input and datatype == "BYTES":
-            array = decode_batch(array, image, max_pixels)
+            encoded_image = image
         inputs[name] = array
     if offset != len(binary):
         raise BadRequest(f"the body has {len(binary) - offset} bytes after the last binary tensor")
-    return inputs
+    return inputs, encoded_image
 
 
 def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
@@ -118,7 +122,13 @@ async def model_infer(request: web.Request) -> web.Response:
     parameters = payload.get("parameters") or {}
     if not isinstance(parameters, dict):
         raise BadRequest('"parameters" must be an object')
-    inputs = _decode_inputs(entry, payload, binary, settings.max_elements, settings.max_image_pixels)
+    inputs, image = _decode_inputs(entry, payload, binary, settings.max_elements)
+    if image is not None:  # Pillow work goes to the thread pool, like inference
+        loop = asyncio.get_running_loop()
+        decoded = loop.run_in_executor(
+            request.app[EXECUTOR], decode_batch, inputs[image.input], image, settings.max_image_pixels
+        )
+        inputs[image.input] = await decoded
     names, binary_by_name = _requested_outputs(payload)
     results = await infer(request, entry, inputs, names)
     binary_default = bool(parameters.get("binary_data_output", False))
