@@ -4,6 +4,7 @@ and V2 HTTP predictions compared against torch."""
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from tests.support.server import ROOT, RunningServer, run_server
 
 ATOL = 1e-4
 V2_NUMPY = {"FP32": np.float32, "INT64": np.int64}
+MEAN, STD = "0.485,0.456,0.406", "0.229,0.224,0.225"  # ImageNet's, as torchvision models use
 
 
 @dataclass
@@ -85,7 +87,7 @@ def converted_repository(torch_models: Artifacts, tmp_path_factory: pytest.TempP
     nets_file = torch_models.directory / f"{torch_models.nets_module}.py"
     shutil.copy(nets_file, pickle_dir / nets_file.name)
     cases = [
-        Case("101", "cnn", pickle_dir, ["--input-shape", "x=1,3,32,32"]),
+        Case("101", "cnn", pickle_dir, ["--input-shape", "x=1,3,32,32", "--mean", MEAN, "--std", STD]),
         Case(
             "102",
             "two_io",
@@ -124,6 +126,7 @@ def test_manifests_record_the_conversion(converted_repository: Path) -> None:
     assert cnn.source.detail["class"].endswith(".SmallCNN")
     assert [(t.name, t.datatype, t.shape) for t in cnn.inputs] == [("x", "FP32", [-1, 3, 32, 32])]
     assert cnn.image is not None and cnn.image.layout == "NCHW" and (cnn.image.height, cnn.image.width) == (32, 32)
+    assert cnn.image.mean == [0.485, 0.456, 0.406] and cnn.image.std == [0.229, 0.224, 0.225]
     two_io = read_manifest(converted_repository / "two_io" / "1")
     assert two_io.source.format == "torchscript" and two_io.source.detail["exporter"] == "torchscript"
     assert [t.name for t in two_io.inputs] == ["a", "b"] and [t.name for t in two_io.outputs] == ["scores", "total"]
@@ -142,6 +145,25 @@ def test_pickled_cnn_served_matches_torch(server: RunningServer, torch_models: A
     (expected,) = torchscript_predict(torch_models.path("cnn", "script"), x)
     assert got["output"].shape == (3, 5)
     np.testing.assert_allclose(got["output"], expected, atol=ATOL, rtol=0)
+
+
+@pytest.mark.slow
+def test_image_upload_to_the_pickled_cnn_matches_torch(server: RunningServer, torch_models: Artifacts) -> None:
+    """The simple API's upload path: PNG -> RGB, /255, ImageNet mean/std, NCHW -> the converted model."""
+    from PIL import Image
+
+    pixels = np.random.default_rng(14).integers(0, 256, size=(32, 32, 3), dtype=np.uint8)
+    png = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(png, format="PNG")
+    response = requests.post(
+        f"{server.url}/api/models/cnn/image", files={"image": ("x.png", png.getvalue(), "image/png")}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    mean = np.array([float(v) for v in MEAN.split(",")], dtype=np.float32)
+    std = np.array([float(v) for v in STD.split(",")], dtype=np.float32)
+    x = ((pixels.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1)[None]
+    (expected,) = torchscript_predict(torch_models.path("cnn", "script"), np.ascontiguousarray(x))
+    np.testing.assert_allclose(np.asarray(response.json()["outputs"]["output"]), expected, atol=ATOL, rtol=0)
 
 
 @pytest.mark.slow
