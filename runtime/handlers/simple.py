@@ -172,10 +172,8 @@ async def image(request: web.Request) -> web.Response:
     top_k = _top_k(request)
     data = await _upload(request, settings.max_body_bytes)
     loop = asyncio.get_running_loop()  # Pillow work goes to the thread pool, like inference
-    tensor = (await loop.run_in_executor(request.app[EXECUTOR], decode_image, data, spec, settings.max_image_pixels))[
-        None, ...
-    ]
-    outputs = await infer(request, entry, {spec.input: tensor}, None)
+    pixels = await loop.run_in_executor(request.app[EXECUTOR], decode_image, data, spec, settings.max_image_pixels)
+    outputs = await infer(request, entry, {spec.input: pixels[None, ...]}, None)
     body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version}
     scores = _classifier_output(manifest, outputs)
     if scores is not None:
