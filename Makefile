@@ -71,6 +71,41 @@ $(REPOSITORY)/tabular-regressor/1/modelport.json: $(EXAMPLES_DIR)/.stamp
 serve: install-serve $(if $(filter models,$(REPOSITORY)),example-models)
 	$(SERVE_PY) -m runtime --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
+# ---- images ------------------------------------------------------------------------------------
+#   make image-convert                      the converter image (modelport-convert:latest)
+#   make image [MODEL=path NAME=n ARGS=..]  a serve image with the model baked in (modelport-serve:latest);
+#                                           no MODEL: the example image classifier
+#   make image-pmml MODEL=x.pmml NAME=n     a PMML serve image (JRE + pypmml, no onnxruntime)
+# ENGINE=docker|podman (auto-detected). Paths in ARGS are seen inside the build as /context/<path>.
+CONVERT_TAG ?= modelport-convert:latest
+TAG ?= modelport-serve:latest
+PMML_TAG ?= modelport-serve-pmml:latest
+TORCH_VERSION ?= 2.13.0
+BUILD_FLAGS ?= $(if $(filter podman,$(ENGINE)),--pull=never)
+IMAGE_MODEL := $(or $(MODEL),$(EXAMPLES_DIR)/colour_classifier.keras)
+IMAGE_NAME := $(or $(NAME),$(if $(MODEL),model,colour-classifier))
+IMAGE_ARGS := $(or $(ARGS),$(if $(MODEL),,--labels /context/examples/labels.txt))
+
+build/wheels/.stamp:
+	mkdir -p build/wheels
+	cp /opt/wheels/torch-$(TORCH_VERSION)+cpu-*.whl build/wheels/ 2>/dev/null || true
+	touch $@
+
+image-convert: build/wheels/.stamp
+	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.convert -t $(CONVERT_TAG) \
+		$(if $(TORCH_INDEX),--build-arg TORCH_INDEX=$(TORCH_INDEX)) .
+
+image: image-convert $(if $(MODEL),,examples)
+	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.serve --target serve -t $(TAG) \
+		--build-arg CONVERT_IMAGE=$(CONVERT_TAG) --build-arg SOURCE="$(IMAGE_MODEL)" \
+		--build-arg NAME="$(IMAGE_NAME)" --build-arg CONVERT_ARGS="$(IMAGE_ARGS)" .
+
+image-pmml: image-convert
+	@test -n "$(MODEL)" || { echo "usage: make image-pmml MODEL=path/to/model.pmml|sklearn.pkl NAME=name" >&2; exit 64; }
+	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.serve --target serve-pmml -t $(PMML_TAG) \
+		--build-arg CONVERT_IMAGE=$(CONVERT_TAG) --build-arg SOURCE="$(MODEL)" \
+		--build-arg NAME="$(IMAGE_NAME)" --build-arg CONVERT_ARGS="$(ARGS)" .
+
 # ---- tests ---------------------------------------------------------------------------------
 # The whole suite: runtime, converters (real TensorFlow/PyTorch/scikit-learn models), PMML on a
 # real JVM, reliability. The server under test runs from .venv/serve, so the runtime is proven slim.
