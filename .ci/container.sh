@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# CI's container stage: build the converter image and two serve images for real (the example Keras
+# image classifier as ONNX, a PMML regression), run each on 127.0.0.1, and check predictions against
+# numbers computed outside the container, the slim image's contents, its user, SIGTERM and its size.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+ENGINE=${ENGINE:-podman}
+DEV_PY=$ROOT/.venv/dev/bin/python
+SIZE_BUDGET_MB=${SIZE_BUDGET_MB:-150}
+passed=0; failed=0
+t0=$(date +%s)
+stage() { echo "=== [container $(( $(date +%s) - t0 ))s] $*"; }
+ok() { echo "  ok   $*"; passed=$((passed + 1)); }
+fail() { echo "  FAIL $*"; failed=$((failed + 1)); }
+die() { echo "container stage: $*" >&2; echo "container: $passed passed, $((failed + 1)) failed"; exit 1; }
+cleanup() { $ENGINE rm -f mp-ci-onnx mp-ci-pmml mp-ci-fetch >/dev/null 2>&1 || true; [ -n "${http_pid:-}" ] && kill "$http_pid" 2>/dev/null; }
+trap cleanup EXIT
+
+if [ "$ENGINE" = podman ] && ! command -v podman >/dev/null; then
+  stage "container engine (podman, local base images)"
+  bash "$ROOT/../shared/container/offline-engine.sh" || die "could not prepare podman"
+elif [ "$ENGINE" = podman ]; then
+  bash "$ROOT/../shared/container/offline-engine.sh" >/dev/null || die "could not prepare the base images"
+fi
+
+free_port() { "$DEV_PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_ready() {  # url timeout
+  local deadline=$(( $(date +%s) + $2 ))
+  while [ "$(date +%s)" -lt "$deadline" ]; do
+    curl -fsS "$1/v2/health/ready" >/dev/null 2>&1 && return 0
+    sleep 1
+  done
+  return 1
+}
+size_mb() { $ENGINE image inspect --format '{{.Size}}' "$1" | awk '{printf "%d", $1/1000000}'; }
+
+stage "converter image"
+b0=$(date +%s)
+make image-convert ENGINE="$ENGINE" >/tmp/mp-ci-convert-image.log 2>&1 || { tail -40 /tmp/mp-ci-convert-image.log; die "converter image build failed"; }
+echo "  built in $(( $(date +%s) - b0 ))s, $(size_mb modelport-convert:latest) MB"
+
+stage "ONNX serve image (example Keras image classifier)"
+b0=$(date +%s)
+make image ENGINE="$ENGINE" >/tmp/mp-ci-serve-image.log 2>&1 || { tail -40 /tmp/mp-ci-serve-image.log; die "serve image build failed"; }
+echo "  built in $(( $(date +%s) - b0 ))s"
+base_mb=$(size_mb python:3.11-slim); serve_mb=$(size_mb modelport-serve:latest)
+added=$((serve_mb - base_mb))
+echo "  size: modelport-serve ${serve_mb} MB = python:3.11-slim ${base_mb} MB + ${added} MB (budget ${SIZE_BUDGET_MB} MB)"
+[ "$added" -le "$SIZE_BUDGET_MB" ] && ok "serve image adds ${added} MB <= ${SIZE_BUDGET_MB} MB" || fail "serve image adds ${added} MB > ${SIZE_BUDGET_MB} MB"
+
+found=$($ENGINE run --rm --entrypoint python modelport-serve:latest -c \
+  "import importlib.util as u, shutil; print(' '.join([m for m in ('tensorflow','torch','keras','tf2onnx','sklearn','pypmml','jpype') if u.find_spec(m)] + (['java'] if shutil.which('java') else [])))")
+[ -z "$found" ] && ok "ONNX serve image has no tensorflow, torch, keras, sklearn, pypmml or java" || fail "ONNX serve image contains: $found"
+uid=$($ENGINE run --rm --entrypoint id modelport-serve:latest -u)
+[ "$uid" != 0 ] && ok "serve image runs as uid $uid (non-root)" || fail "serve image runs as root"
+
+bundle=$(mktemp -d)
+cid=$($ENGINE create modelport-serve:latest) && $ENGINE cp "$cid:/models/." "$bundle/" && $ENGINE rm "$cid" >/dev/null
+port=$(free_port)
+$ENGINE run -d --name mp-ci-onnx -p "127.0.0.1:$port:5000" modelport-serve:latest >/dev/null || die "could not start the serve image"
+if wait_ready "http://127.0.0.1:$port" 120; then
+  ok "ONNX container ready on 127.0.0.1:$port"
+  if "$DEV_PY" .ci/container_check.py onnx "http://127.0.0.1:$port" "$bundle" examples/sample.jpg; then ok "ONNX predictions"; else fail "ONNX predictions"; fi
+else
+  $ENGINE logs mp-ci-onnx | tail -30; fail "ONNX container never became ready"
+fi
+$ENGINE stop -t 30 mp-ci-onnx >/dev/null
+code=$($ENGINE inspect --format '{{.State.ExitCode}}' mp-ci-onnx)
+[ "$code" = 0 ] && ok "SIGTERM: exited 0" || { $ENGINE logs mp-ci-onnx | tail -20; fail "SIGTERM: exit code $code"; }
+$ENGINE logs mp-ci-onnx 2>&1 | grep -q '"GET /v2/health/ready\|/v2/health/ready' && ok "access log written unbuffered" || fail "no access log lines in the container log"
+
+stage "fetch at start (empty repository, model from a URL on the host)"
+srvdir=$(mktemp -d); mkdir -p "$srvdir/model/model"
+cp "$bundle"/colour-classifier/1/model.onnx "$srvdir/model/model/classifier.onnx"
+(cd "$srvdir" && "$DEV_PY" -m zipfile -c model.zip model >/dev/null)
+hport=$(free_port); fport=$(free_port)
+(cd "$srvdir" && exec "$DEV_PY" -m http.server "$hport" --bind 127.0.0.1 >/dev/null 2>&1) & http_pid=$!
+$ENGINE run -d --name mp-ci-fetch --network host -e PORT="$fport" -e HOST=127.0.0.1 -e MODEL_REPOSITORY=/tmp/repo \
+  -e MODEL_URL="http://127.0.0.1:$hport/model.zip" -e MODEL_NAME=fetched -e "HOSTS=10.9.8.7<->legacy-repo" \
+  modelport-serve:latest >/dev/null
+if wait_ready "http://127.0.0.1:$fport" 90 && curl -fsS "http://127.0.0.1:$fport/v2/models/fetched" | grep -q '"inputs"'; then
+  ok "model fetched from the repository URL at start and served"
+else
+  $ENGINE logs mp-ci-fetch | tail -20; fail "fetch at start"
+fi
+$ENGINE logs mp-ci-fetch 2>&1 | grep -q "add-host legacy-repo:10.9.8.7" && ok "HOSTS without permission: logged the --add-host equivalent" || fail "HOSTS not handled"
+$ENGINE rm -f mp-ci-fetch >/dev/null; kill "$http_pid" 2>/dev/null; http_pid=
+
+stage "PMML serve image (hand-written regression)"
+b0=$(date +%s)
+make image-pmml ENGINE="$ENGINE" MODEL=tests/pmml/data/claims_regression.pmml NAME=claims >/tmp/mp-ci-pmml-image.log 2>&1 \
+  || { tail -40 /tmp/mp-ci-pmml-image.log; die "PMML serve image build failed"; }
+echo "  built in $(( $(date +%s) - b0 ))s, $(size_mb modelport-serve-pmml:latest) MB"
+found=$($ENGINE run --rm --entrypoint python modelport-serve-pmml:latest -c \
+  "import importlib.util as u; print(' '.join(m for m in ('onnxruntime','tensorflow','torch') if u.find_spec(m)))")
+[ -z "$found" ] && ok "PMML serve image has no onnxruntime, tensorflow or torch" || fail "PMML serve image contains: $found"
+port=$(free_port)
+$ENGINE run -d --name mp-ci-pmml -p "127.0.0.1:$port:5000" modelport-serve-pmml:latest >/dev/null || die "could not start the PMML image"
+if wait_ready "http://127.0.0.1:$port" 120; then
+  ok "PMML container ready"
+  if "$DEV_PY" .ci/container_check.py pmml "http://127.0.0.1:$port"; then ok "PMML predictions"; else fail "PMML predictions"; fi
+else
+  $ENGINE logs mp-ci-pmml | tail -30; fail "PMML container never became ready"
+fi
+$ENGINE stop -t 30 mp-ci-pmml >/dev/null
+code=$($ENGINE inspect --format '{{.State.ExitCode}}' mp-ci-pmml)
+[ "$code" = 0 ] && ok "PMML SIGTERM: exited 0" || fail "PMML SIGTERM: exit code $code"
+
+stage "done"
+echo "container: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]
