@@ -89,6 +89,9 @@ for kind, (cls, inputs) in MODELS.items():
     save_all(kind, getattr(nets, cls)(), inputs)
 
 torch.save(nets.MLP().state_dict(), out / "mlp_state_dict.pt")
+# torch.save's pre-1.6 (non-zip) format, which old projects still write.
+torch.save(torch.load(out / "mlp_pickle.pt", weights_only=False), out / "mlp_legacy.pt",
+           _use_new_zipfile_serialization=False)
 mlp = nets.MLP()
 optimizer = torch.optim.SGD(mlp.parameters(), lr=0.1)
 torch.save({{"epoch": 3, "model_state_dict": mlp.state_dict(), "optimizer": optimizer.state_dict()}},

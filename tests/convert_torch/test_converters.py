@@ -138,6 +138,20 @@ def test_class_defined_in_main_is_found_in_a_module_beside_the_pt(torch_models: 
 
 
 @pytest.mark.slow
+def test_legacy_non_zip_pickle_converts(torch_models: Artifacts, tmp_path: Path) -> None:
+    converted = convert(torch_models.path("mlp", "legacy"), "torch_pickle", tmp_path, input_shapes={"x": [1, 6]})
+    assert converted.detail["exporter"] == "dynamo"
+    assert_matches_recorded(converted, torch_models.directory / "mlp_io.npz")
+
+
+@pytest.mark.slow
+def test_torchscript_archive_given_as_a_pickle_still_converts(torch_models: Artifacts, tmp_path: Path) -> None:
+    converted = convert(torch_models.path("mlp", "script"), "torch_pickle", tmp_path, input_shapes={"x": [1, 6]})
+    assert converted.detail == {"loaded_as": "torchscript", "exporter": "torchscript"}
+    assert_matches_recorded(converted, torch_models.directory / "mlp_io.npz")
+
+
+@pytest.mark.slow
 def test_class_module_found_from_the_old_platform_layout(torch_models: Artifacts, tmp_path: Path) -> None:
     """``model/model/weights/net.pt`` with the class module in ``model/model/``: the parents up to the
     unpacked root are importable."""
