@@ -16,6 +16,7 @@ from prometheus_client import disable_created_metrics
 
 from runtime.app import create_app
 from runtime.errors import ModelLoadError
+from runtime.handlers.common import READY
 from runtime.settings import parse_settings
 
 log = logging.getLogger("runtime")
@@ -47,8 +48,11 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # e.g. the port is taken
         log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
         return 1
-    log.info("stopped")
-    return 0
+    status = app[READY]["exit_status"]
+    log.info(
+        "stopped" if status == 0 else "stopped: a model failed to load (see above; --allow-partial serves the rest)"
+    )
+    return status
 
 
 if __name__ == "__main__":

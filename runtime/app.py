@@ -1,8 +1,8 @@
 """The aiohttp application factory: routes, middleware, and the load/close lifecycle.
 
-``create_app(settings)`` builds the app; its cleanup context loads every model (before the server
-starts listening, so readiness is true from the first answer) and, at shutdown, stops the batchers,
-closes the engines and the thread pool. One middleware turns ``ModelportError`` into
+``create_app(settings)`` builds the app; its cleanup context finds the models, loads them in the
+background (liveness answers at once, readiness once every model is warmed up) and, at shutdown,
+stops the batchers, closes the engines and the thread pool. One middleware turns ``ModelportError`` into
 ``{"error": msg}`` with its status and headers, any other exception into a generic 500 (traceback to
 the log only), and writes the access log line.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from runtime.batching import Batcher
-from runtime.engines import EngineOptions
+from runtime.engines import Engine, EngineOptions
 from runtime.errors import ModelportError
 from runtime.handlers import health, simple, v2
 from runtime.handlers.common import (
@@ -35,7 +36,7 @@ from runtime.handlers.common import (
     json_response,
 )
 from runtime.metrics import Metrics
-from runtime.repository import Repository
+from runtime.repository import ModelVersion, Repository
 from runtime.settings import Settings
 
 log = logging.getLogger("runtime")
@@ -121,39 +122,62 @@ def engine_options(settings: Settings) -> EngineOptions:
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Load at startup (in a worker thread: the loop stays responsive), close everything at cleanup."""
+    """Discover the models, then load them in the background: the server answers liveness (and 503 for
+    readiness and inference) while models load. At cleanup stop the batchers and close the engines."""
+    repository = app[REPOSITORY]
+    repository.discover()  # nothing to serve (bad repository, unknown --model) stops the start here
+    for entry in repository.entries():
+        app[METRICS].model(entry.name, entry.version)  # every model appears in /metrics from the start
+    loading = asyncio.create_task(_load_models(app), name="load models")
+    yield
+    app[READY]["ready"] = False
+    loading.cancel()
+    await asyncio.gather(loading, return_exceptions=True)
+    await asyncio.gather(*(e.batcher.stop() for e in repository.entries() if e.batcher is not None))
+    repository.close()
+    app[EXECUTOR].shutdown(wait=False, cancel_futures=True)
+
+
+async def _load_models(app: web.Application) -> None:
+    """Load each model in the thread pool, one at a time; each serves as soon as it is warmed up.
+
+    A failure without ``--allow-partial`` records exit status 1 and stops the server (SIGTERM to
+    ourselves, so aiohttp shuts down the usual way)."""
     settings = app[SETTINGS]
     repository = app[REPOSITORY]
     loop = asyncio.get_running_loop()
-    await loop.run_in_executor(app[EXECUTOR], repository.load, settings.allow_partial)
-    metrics = app[METRICS]
-    batchers: list[Batcher] = []
     for entry in repository.entries():
-        metrics.model(entry.name, entry.version)  # every model appears in /metrics from the start
-        if entry.engine is None:
-            continue
-        manifest = entry.engine.manifest
-        model_cap = manifest.max_batch_size if manifest.max_batch_size > 0 else None
-        max_batch = settings.max_batch_size or model_cap or DEFAULT_MERGE_ROWS
-        if model_cap is not None:
-            max_batch = min(max_batch, model_cap)
-        entry.batcher = Batcher(
-            entry.engine,
-            metrics.model(entry.name, entry.version),
-            app[EXECUTOR],
-            max_batch=max_batch,
-            delay_s=settings.batch_delay_ms / 1000.0,
-            max_queue=settings.max_queue,
-            instances=settings.instances,
-        )
-        entry.batcher.start()
-        batchers.append(entry.batcher)
+        engine, error = await loop.run_in_executor(app[EXECUTOR], repository.build, entry)
+        if engine is not None:
+            entry.batcher = _batcher(app, entry, engine)
+            entry.batcher.start()
+        repository.install(entry, engine, error)
+        if error is not None and settings.allow_partial:
+            log.error("model %s version %s not loaded (serving the others): %s", entry.name, entry.version, error)
+        elif error is not None:
+            log.error("cannot start: %s", error)
+            app[READY]["exit_status"] = 1
+            signal.raise_signal(signal.SIGTERM)
+            return
     app[READY]["ready"] = True
-    yield
-    app[READY]["ready"] = False
-    await asyncio.gather(*(b.stop() for b in batchers))
-    repository.close()
-    app[EXECUTOR].shutdown(wait=False, cancel_futures=True)
+
+
+def _batcher(app: web.Application, entry: ModelVersion, engine: Engine) -> Batcher:
+    settings = app[SETTINGS]
+    manifest = engine.manifest
+    model_cap = manifest.max_batch_size if manifest.max_batch_size > 0 else None
+    max_batch = settings.max_batch_size or model_cap or DEFAULT_MERGE_ROWS
+    if model_cap is not None:
+        max_batch = min(max_batch, model_cap)
+    return Batcher(
+        engine,
+        app[METRICS].model(entry.name, entry.version),
+        app[EXECUTOR],
+        max_batch=max_batch,
+        delay_s=settings.batch_delay_ms / 1000.0,
+        max_queue=settings.max_queue,
+        instances=settings.instances,
+    )
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -168,7 +192,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[METRICS] = Metrics()
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=max(4, settings.instances * 4), thread_name_prefix="infer")
-    app[READY] = {"ready": False}
+    app[READY] = {"ready": False, "exit_status": 0}
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)
     add_routes(app)

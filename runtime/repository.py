@@ -58,6 +58,11 @@ def _detect_format(version_dir: Path, manifest: Manifest | None) -> str:
     raise ModelLoadError(f"{version_dir}: no model file ({expected}) and no manifest")
 
 
+def _guess_format(version_dir: Path) -> str:
+    """The format before loading (for listings while loading): by model file, ONNX when unsure."""
+    return next((fmt for fmt, filename in MODEL_FILES.items() if (version_dir / filename).is_file()), "onnx")
+
+
 def scan(repository: Path, only: tuple[str, ...] = ()) -> dict[str, list[Path]]:
     """Model name -> its numeric version directories, highest first."""
     if not repository.is_dir():
@@ -89,42 +94,52 @@ class Repository:
         self.models: dict[str, dict[str, ModelVersion]] = {}
         self.default_version: dict[str, str] = {}
 
-    def load(self, allow_partial: bool) -> None:
-        """Load every selected model; raise the first ``ModelLoadError`` unless ``allow_partial``."""
+    def discover(self) -> None:
+        """Register every selected version as loading; raise ``ModelLoadError`` if there is nothing to serve."""
         for name, version_dirs in scan(self.root, self.only).items():
             chosen = version_dirs if self.all_versions else version_dirs[:1]
             self.default_version[name] = version_dirs[0].name
-            self.models[name] = {}
-            for version_dir in chosen:
-                entry = self._load_one(name, version_dir)
-                self.models[name][entry.version] = entry
-                if entry.error is not None and not allow_partial:
-                    raise ModelLoadError(entry.error)
+            self.models[name] = {
+                v.name: ModelVersion(name=name, version=v.name, path=v, format=_guess_format(v)) for v in chosen
+            }
 
-    def _load_one(self, name: str, version_dir: Path) -> ModelVersion:
+    def load(self, allow_partial: bool) -> None:
+        """Load every discovered version in turn (blocking; tests and tools call this directly)."""
+        for entry in self.entries():
+            self.install(entry, *self.build(entry))
+            if entry.error is not None and not allow_partial:
+                raise ModelLoadError(entry.error)
+
+    def build(self, entry: ModelVersion) -> tuple[Engine | None, str | None]:
+        """Load one version's engine (blocking: run it in a worker thread). Returns (engine, error)."""
         started = time.perf_counter()
-        entry = ModelVersion(name=name, version=version_dir.name, path=version_dir, format="onnx")
+        engine: Engine | None = None
+        error: str | None = None
         try:
-            manifest = read_manifest(version_dir)
-            entry.format = _detect_format(version_dir, manifest)
+            manifest = read_manifest(entry.path)
+            entry.format = _detect_format(entry.path, manifest)
             if manifest is not None:
-                manifest.name, manifest.version = name, version_dir.name
+                manifest.name, manifest.version = entry.name, entry.version
             entry.manifest_hint = manifest
-            entry.engine = load_engine(entry.format, version_dir, manifest, self.options)
-            entry.engine.manifest.name, entry.engine.manifest.version = name, version_dir.name
+            engine = load_engine(entry.format, entry.path, manifest, self.options)
+            engine.manifest.name, engine.manifest.version = entry.name, entry.version
         except ModelLoadError as exc:
-            entry.error = str(exc)
+            error = str(exc)
         except ValueError as exc:  # invalid manifest (read_manifest names the file)
-            entry.error = str(exc)
+            error = str(exc)
         except Exception as exc:  # an engine bug or an unexpected library error: still name the model
-            log.debug("loading %s failed", version_dir, exc_info=True)
-            entry.error = f"{version_dir}: {type(exc).__name__}: {exc}"
+            log.debug("loading %s failed", entry.path, exc_info=True)
+            error = f"{entry.path}: {type(exc).__name__}: {exc}"
         entry.load_seconds = time.perf_counter() - started
-        if entry.error:
-            log.error("model %s version %s not loaded: %s", name, entry.version, entry.error)
-        else:
-            log.info("model %s version %s (%s) ready in %.2fs", name, entry.version, entry.format, entry.load_seconds)
-        return entry
+        if error is None:  # failures are logged by the caller, once: "cannot start" or "not loaded"
+            log.info(
+                "model %s version %s (%s) ready in %.2fs", entry.name, entry.version, entry.format, entry.load_seconds
+            )
+        return engine, error
+
+    @staticmethod
+    def install(entry: ModelVersion, engine: Engine | None, error: str | None) -> None:
+        entry.engine, entry.error = engine, error
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         versions = self.models.get(name)

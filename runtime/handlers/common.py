@@ -20,7 +20,8 @@ SETTINGS = web.AppKey("settings", Settings)
 REPOSITORY = web.AppKey("repository", Repository)
 METRICS = web.AppKey("metrics", Metrics)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
-READY = web.AppKey("ready", dict)  # {"ready": bool}: false until loading finished, false again on shutdown
+# {"ready": bool, "exit_status": int}: ready once every model loaded, false again on shutdown
+READY = web.AppKey("ready", dict)
 
 STARTED = "modelport.started"  # request key: time.perf_counter() at arrival
 DEADLINE = "modelport.deadline"  # request key: loop time after which the request gets 504

@@ -176,3 +176,25 @@ def test_bad_cli_values_exit_with_usage(tmp_path, flag):
     models.save(tmp_path, "mlp", models.mlp())
     log = _start_fails(tmp_path, flag, "lots")
     assert "usage: python -m runtime" in log and flag in log
+
+
+def test_live_while_loading_ready_after_warm_up(tmp_path):
+    models.save(tmp_path, "slow", models.slow(SLOW_ITERATIONS * 4))  # warm-up takes a few seconds
+    with run_server(tmp_path, "--intra-op-threads", "1", wait_ready=False) as server:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                live = requests.get(f"{server.url}/v2/health/live", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.process.poll() is None, server.log()
+                time.sleep(0.05)
+        assert live.status_code == 200
+        ready = requests.get(f"{server.url}/v2/health/ready", timeout=2)
+        assert ready.status_code == 503 and ready.json() == {"ready": False}
+        reply = _post_x(server.url, "slow")
+        assert reply.status_code == 503 and "loading" in reply.json()["error"]
+        while requests.get(f"{server.url}/v2/health/ready", timeout=2).status_code != 200:
+            assert time.monotonic() < deadline, server.log()
+            time.sleep(0.1)
+        assert _post_x(server.url, "slow").status_code == 200
