@@ -162,31 +162,100 @@ SCHEMAS: dict[str, Any] = {
     },
     "SimplePredictRequest": {
         "description": (
-            'Named inputs as nested lists, {"inputs": {"x": [[1, 2, 3]]}}, or, for a single-input model, '
-            "just the nested list."
+            'Named tensors {"inputs": {"x": [[1, 2, 3]]}}; for a single-input model just the nested list (or '
+            '{"inputs": nested list}); for tabular models (every input one value per row) records '
+            '[{"field": value}, ...] or {"records": [...]}, or {"columns": [...], "rows": [[...], ...]}. '
+            "A tensor missing only its batch axis gets it added; values are cast to the input's datatype."
         ),
         "oneOf": [
             {
                 "type": "object",
                 "required": ["inputs"],
-                "properties": {"inputs": {"type": "object", "additionalProperties": {"type": "array", "items": {}}}},
+                "properties": {
+                    "inputs": {
+                        "oneOf": [
+                            {"type": "object", "additionalProperties": {"type": "array", "items": {}}},
+                            {"type": "array", "items": {}},
+                        ]
+                    }
+                },
             },
-            {"type": "array", "items": {}},
+            {"type": "object", "required": ["records"], "properties": {"records": _ref("Records")}},
+            {
+                "type": "object",
+                "required": ["columns", "rows"],
+                "properties": {
+                    "columns": {"type": "array", "items": {"type": "string"}},
+                    "rows": {"type": "array", "items": {"type": "array", "items": {}}},
+                },
+            },
+            {"type": "array", "items": {}, "description": "A nested list, or records."},
         ],
     },
+    "Records": {"type": "array", "items": {"type": "object", "additionalProperties": True}},
     "SimplePredictResponse": {
         "type": "object",
-        "description": "Named outputs as nested lists, plus the model that answered.",
-        "additionalProperties": True,
+        "required": ["model_name", "model_version", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "outputs": {
+                "type": "object",
+                "description": "Output name -> nested list (strings for BYTES outputs).",
+                "additionalProperties": True,
+            },
+            "records": {
+                "type": "array",
+                "description": "Tabular requests only: one object per row, {output: value}.",
+                "items": {"type": "object", "additionalProperties": True},
+            },
+        },
     },
     "ModelSummary": {
         "type": "object",
-        "description": "A model in plain words: name, version, format, readiness, inputs and outputs.",
-        "additionalProperties": True,
+        "description": (
+            "A model in plain words: a sentence saying how to call it, inputs and outputs, image "
+            "preprocessing, labels, endpoints, provenance and conversion parity (when known)."
+        ),
+        "required": ["name", "version", "format", "ready"],
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "string"},
+            "versions": {"type": "array", "items": {"type": "string"}},
+            "format": {"type": "string"},
+            "platform": {"type": "string"},
+            "ready": {"type": "boolean"},
+            "error": {"type": "string", "description": "Why the model is not ready."},
+            "description": {"type": "string"},
+            "inputs": {"type": "array", "items": _ref("TensorMetadata")},
+            "outputs": {"type": "array", "items": _ref("TensorMetadata")},
+            "max_batch_size": {"type": "integer"},
+            "endpoints": {"type": "object", "additionalProperties": {"type": "string"}},
+            "image": {"type": "object", "additionalProperties": True},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "source": {"type": "object", "additionalProperties": True},
+            "parity": {"type": "object", "additionalProperties": True},
+        },
     },
     "ModelList": {
         "type": "object",
-        "additionalProperties": True,
+        "required": ["models"],
+        "properties": {
+            "models": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "version", "ready", "format"],
+                    "properties": {
+                        "name": {"type": "string"},
+                        "version": {"type": "string"},
+                        "versions": {"type": "array", "items": {"type": "string"}},
+                        "ready": {"type": "boolean"},
+                        "format": {"type": "string", "enum": ["onnx", "pmml"]},
+                    },
+                },
+            }
+        },
     },
     "ImageUpload": {
         "type": "object",
@@ -195,8 +264,25 @@ SCHEMAS: dict[str, Any] = {
     },
     "ImagePrediction": {
         "type": "object",
-        "description": "The outputs, and for classifier-like outputs the top-k classes with labels when known.",
-        "additionalProperties": True,
+        "required": ["model_name", "model_version", "outputs"],
+        "properties": {
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "predictions": {
+                "type": "array",
+                "description": "Classifier-like outputs only: the top-k classes, best first.",
+                "items": {
+                    "type": "object",
+                    "required": ["index", "score"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "label": {"type": "string", "description": "When the manifest has labels."},
+                        "score": {"type": "number"},
+                    },
+                },
+            },
+            "outputs": {"type": "object", "additionalProperties": True},
+        },
     },
 }
 
@@ -207,6 +293,13 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
 
 MODEL = _path_param("name", "The model's name (its directory in the repository).")
 VERSION = _path_param("version", "The model version (a numeric directory); the default is the highest.")
+MODEL_QUERY = {
+    "name": "model",
+    "in": "query",
+    "required": False,
+    "description": "Which model, when the server holds several (else 400).",
+    "schema": {"type": "string"},
+}
 TOP_K = {
     "name": "top_k",
     "in": "query",
@@ -325,11 +418,11 @@ def _simple_predict(with_name: bool) -> dict[str, Any]:
             "tags": ["Simple API"],
             "operationId": "simple_model_predict" if with_name else "simple_predict",
             "summary": (
-                "Predict from nested lists"
+                "Predict from nested lists or records"
                 if with_name
-                else "Predict with the only model served (400 when the server holds several)"
+                else "Predict with the only model served (or ?model=NAME)"
             ),
-            "parameters": [MODEL] if with_name else [],
+            "parameters": [MODEL] if with_name else [MODEL_QUERY],
             "requestBody": {
                 "required": True,
                 "content": {
@@ -349,13 +442,13 @@ def _simple_image(with_name: bool) -> dict[str, Any]:
         "post": {
             "tags": ["Simple API"],
             "operationId": "simple_model_image" if with_name else "simple_image",
-            "summary": "Classify an uploaded image (multipart form field or a raw image body)",
+            "summary": "Classify an uploaded image (multipart field 'image' or a raw image body)",
             "description": (
                 "The image is decoded with Pillow, converted to the model's colour mode, resized to its "
                 "height x width, laid out and normalised as the model's manifest says. Images over the pixel "
                 "limit are refused before decoding (decompression bombs)."
             ),
-            "parameters": [MODEL, TOP_K] if with_name else [TOP_K],
+            "parameters": [MODEL, TOP_K] if with_name else [MODEL_QUERY, TOP_K],
             "requestBody": IMAGE_BODY,
             "responses": {"200": _json(_ref("ImagePrediction"), "Outputs and top-k classes."), **SIMPLE_ERRORS},
         }
