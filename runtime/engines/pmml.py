@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from runtime.engines import EngineOptions
 from runtime.errors import BadRequest, InferenceError, ModelLoadError
 from runtime.manifest import Manifest, TensorSpec
 
@@ -359,7 +360,7 @@ def _numpy_type(datatype: str) -> Any:
     return {"FP64": np.float64, "INT64": np.int64, "BOOL": np.bool_}.get(datatype, object)
 
 
-def load(version_dir: Path, manifest: Manifest | None, options: Any) -> PmmlEngine:
+def load(version_dir: Path, manifest: Manifest | None, options: EngineOptions) -> PmmlEngine:
     """Load ``model.pmml`` (or the manifest's model file); derive the manifest when there is none."""
     path = Path(version_dir) / (manifest.model_file if manifest else "model.pmml")
     if not path.is_file():
@@ -369,6 +370,6 @@ def load(version_dir: Path, manifest: Manifest | None, options: Any) -> PmmlEngi
         manifest = describe(model, path, name=Path(version_dir).parent.name)
         manifest.version = Path(version_dir).name
     engine = PmmlEngine(model, manifest)
-    if getattr(options, "warmup", False) and manifest.inputs:
+    if options.warmup and manifest.inputs:
         engine.warmup()
     return engine
