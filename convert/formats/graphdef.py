@@ -27,6 +27,7 @@ import numpy as np
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
 from convert.formats.tf_common import (
+    DEFAULT_INTEGER_BOUND,
     TfInput,
     TfModelInfo,
     base_versions,
@@ -34,6 +35,7 @@ from convert.formats.tf_common import (
     first_line,
     import_tensorflow,
     numpy_dtype_name,
+    sample_inputs,
     tensor_base_name,
     unique_names,
     v2_datatype,
@@ -143,6 +145,7 @@ def convert_frozen(
     served_inputs = unique_names([names.get(t.name) or tensor_base_name(t.name) for t in inputs])
     served_outputs = unique_names([names.get(t.name) or tensor_base_name(t.name) for t in outputs])
     model_inputs = []
+    fixed_batch: dict[str, int] = {}
     for name, tensor in zip(served_inputs, inputs, strict=True):
         dtype = numpy_dtype_name(tensor.dtype)
         v2_datatype(dtype, f"input {name}", source)
@@ -154,6 +157,8 @@ def convert_frozen(
             )
         if rank == 0:
             raise ConversionError(f"{source}: input {name} is a scalar; only inputs with a batch axis can be served")
+        if shape and shape[0] is not None:
+            fixed_batch[name] = int(shape[0])
         model_inputs.append(
             TfInput(name=name, dtype=dtype, shape=(None, *shape[1:]) if shape else (), source_name=tensor.name)
         )
@@ -174,8 +179,21 @@ def convert_frozen(
 
     def reference(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feed = {tensor: arrays[name] for tensor, name in zip(input_names, served_inputs, strict=True)}
-        values = session.run(output_names, feed_dict=feed)
+        try:
+            values = session.run(output_names, feed_dict=feed)
+        except Exception as exc:
+            hint = ""
+            if fixed_batch:
+                fixed = ", ".join(f"{n} (batch {b})" for n, b in fixed_batch.items())
+                hint = (
+                    f"; the graph was built for a fixed batch size ({fixed}) and is served with a dynamic one, "
+                    f"which works only if no op hard-codes that size: re-export it with a None batch dimension"
+                )
+            raise ConversionError(f"{source}: TensorFlow cannot run the graph: {first_line(exc)}{hint}") from exc
         return dict(zip(served_outputs, (np.asarray(v) for v in values), strict=True))
+
+    if fixed_batch:  # fail here, with the reason, rather than in verification with onnxruntime's words
+        reference(sample_inputs(model_inputs, 0, 2, DEFAULT_INTEGER_BOUND))
 
     info = TfModelInfo(
         source=source,
@@ -186,6 +204,10 @@ def convert_frozen(
         output_source_names=dict(zip(served_outputs, output_names, strict=True)),
         converters=base_versions(),
         detail=dict(detail or {}),
+        notes=[
+            f"input {n} had a fixed batch size {b} in the graph; served with a dynamic one"
+            for n, b in fixed_batch.items()
+        ],
     )
     return convert_graph_def(graph_def, input_names, output_names, info, options, workdir)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import logging
 import os
 import re
@@ -106,9 +107,18 @@ def quiet() -> Iterator[io.StringIO]:
             logger.setLevel(level)
 
 
+UNINFORMATIVE_LINE = re.compile(r"^\s*(Graph execution error:?|Detected at node.*|Traceback.*|\s*)$")
+
+
 def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:500]
+    """The first line of an exception that says something (TensorFlow opens with boilerplate)."""
+    text = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
+    raw = text.splitlines()
+    for before, line in itertools.pairwise(raw):
+        if line.strip().startswith("[[") and before.strip():  # TF: "<reason>\n\t [[{{node X}}]]"
+            return before.strip()[:500]
+    lines = [line.strip() for line in raw if not UNINFORMATIVE_LINE.match(line)]
+    return (lines[0] if lines else text.splitlines()[0])[:500]
 
 
 def base_versions() -> dict[str, str]:

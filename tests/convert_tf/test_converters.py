@@ -322,3 +322,29 @@ def test_keras_unknown_dims_need_input_shape(tmp_path: Path) -> None:
     sample = np.random.default_rng(0).normal(size=(2, 12, 10, 3)).astype(np.float32)
     want = np.asarray(model.predict(sample, verbose=0))
     np.testing.assert_allclose(onnx_predict(converted, {"image": sample})["global_max_pooling2d"], want, atol=ATOL)
+
+
+@pytest.mark.parametrize("hard_coded", [False, True])
+def test_graphdef_fixed_batch(tmp_path: Path, hard_coded: bool) -> None:
+    """A placeholder built for batch 1 is served with a dynamic batch (noted) when the graph allows it;
+    a graph that reshapes to the fixed batch is refused with the reason, before verification."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        x = tf.compat.v1.placeholder(tf.float32, [1, 4], name="x")
+        if hard_coded:
+            tf.reshape(x * 2.0, [1, 2, 2], name="y")
+        else:
+            tf.multiply(x, 2.0, name="y")
+    path = tmp_path / "fixed.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+    if hard_coded:
+        with pytest.raises(ConversionError, match=r"requested shape has 4; the graph was built for a fixed batch size"):
+            convert(path, "graphdef", tmp_path / "out")
+        return
+    converted = convert(path, "graphdef", tmp_path / "out")
+    assert converted.inputs[0].shape == [-1, 4]
+    assert converted.notes == ["input x had a fixed batch size 1 in the graph; served with a dynamic one"]
+    x_value = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.testing.assert_allclose(onnx_predict(converted, {"x": x_value})["y"], 2 * x_value)
