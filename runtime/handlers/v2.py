@@ -110,6 +110,15 @@ def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, dict[
     return names or None, binary
 
 
+def _check_image_count(entry: ModelVersion, name: str, count: int) -> None:
+    """The batch-size check, before decoding: each image may cost up to --max-image-pixels of work."""
+    limit = entry.require_engine().manifest.max_batch_size
+    if limit > 0 and count > limit:
+        raise BadRequest(
+            f"model {entry.name!r}: input {name!r} has batch size {count}, more than the model's max_batch_size {limit}"
+        )
+
+
 async def model_infer(request: web.Request) -> web.Response:
     entry = model_entry(request, request.match_info["name"], request.match_info.get("version"))
     settings = request.app[SETTINGS]
@@ -124,6 +133,7 @@ async def model_infer(request: web.Request) -> web.Response:
         raise BadRequest('"parameters" must be an object')
     inputs, image = _decode_inputs(entry, payload, binary, settings.max_elements)
     if image is not None:  # Pillow work goes to the thread pool, like inference
+        _check_image_count(entry, image.input, inputs[image.input].size)
         loop = asyncio.get_running_loop()
         decoded = loop.run_in_executor(
             request.app[EXECUTOR], decode_batch, inputs[image.input], image, settings.max_image_pixels

@@ -6,6 +6,7 @@ refused at the defaults, cheaply), one with small limits so each limit is hit wi
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import struct
@@ -189,3 +190,16 @@ def test_batch_larger_than_max_batch_size_is_400(limited: RunningServer) -> None
     response = requests.post(f"{limited.url}/v2/models/vision/infer", json=body, timeout=10)
     assert response.status_code == 200, response.text
     assert_still_serving(limited)
+
+
+def test_too_many_images_in_a_v2_bytes_batch_are_refused_before_decoding(server: RunningServer) -> None:
+    """16 large (but under-limit) PNGs to a model with max_batch_size 8: the batch check must come
+    first, or one 0.8 MB request buys seconds of decoding (about 0.6 s of CPU per 36 M-pixel image)."""
+    png = base64.b64encode(png_bomb(6000, 6000)).decode()
+    body = {"inputs": [{"name": "image", "shape": [16], "datatype": "BYTES", "data": [png] * 16}]}
+    started = time.perf_counter()
+    response = requests.post(f"{server.url}/v2/models/vision/infer", json=body, timeout=120)
+    elapsed = time.perf_counter() - started
+    assert_refused(response, 400, "batch size 16", "max_batch_size 8")
+    assert elapsed < 2, f"refused only after {elapsed:.1f}s: the images were decoded first"
+    assert_still_serving(server)
