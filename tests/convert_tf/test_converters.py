@@ -348,3 +348,18 @@ def test_graphdef_fixed_batch(tmp_path: Path, hard_coded: bool) -> None:
     assert converted.notes == ["input x had a fixed batch size 1 in the graph; served with a dynamic one"]
     x_value = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.testing.assert_allclose(onnx_predict(converted, {"x": x_value})["y"], 2 * x_value)
+
+
+def test_keras_falls_back_to_the_other_library(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
+    """A Keras 3 HDF5 file whose version attribute says 2.x (re-stamped by some tool): tf_keras
+    cannot read its config, Keras 3 can; the fallback is taken and noted."""
+    import h5py
+
+    saved = tf_models["two_io-keras.h5"]
+    path = Path(shutil.copyfile(saved.path, tmp_path / "restamped.h5"))
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = "2.4.0"
+    converted = convert(path, "keras_h5", tmp_path / "out")
+    assert converted.detail == {"keras_version_in_file": "2.4.0", "loaded_with": "keras"}
+    assert any(note.startswith("loaded with keras after tf_keras:") for note in converted.notes)
+    assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
