@@ -226,34 +226,53 @@ def make_reference(module: Any, examples: Sequence[ExampleInput], names: Sequenc
 
 
 # ---- export -----------------------------------------------------------------------------------
+@dataclass
+class ExportLog:
+    output: io.StringIO
+    warnings: list[warnings.WarningMessage]
+
+    def tracer_warnings(self) -> list[str]:
+        """torch.jit's warnings that the trace may not generalise (a tensor read as a Python value)."""
+        import torch
+
+        found = [
+            str(w.message).strip().splitlines()[0]
+            for w in self.warnings
+            if issubclass(w.category, torch.jit.TracerWarning)
+        ]
+        return list(dict.fromkeys(found))
+
+
 @contextlib.contextmanager
-def quiet_export() -> Iterator[io.StringIO]:
+def quiet_export() -> Iterator[ExportLog]:
     """The exporters print progress and deprecation chatter to stdout/stderr and the log; keep it
-    (for error messages) but off the user's terminal."""
-    captured = io.StringIO()
+    (for error messages and tracing warnings) but off the user's terminal."""
+    log = ExportLog(io.StringIO(), [])
     onnx_logger = logging.getLogger("torch.onnx")
     level = onnx_logger.level
     onnx_logger.setLevel(logging.ERROR)
     try:
         with (
-            warnings.catch_warnings(),
-            contextlib.redirect_stdout(captured),
-            contextlib.redirect_stderr(captured),
+            warnings.catch_warnings(record=True) as caught,
+            contextlib.redirect_stdout(log.output),
+            contextlib.redirect_stderr(log.output),
         ):
-            warnings.simplefilter("ignore")
-            yield captured
+            warnings.simplefilter("always")
+            log.warnings = caught
+            yield log
     finally:
         onnx_logger.setLevel(level)
 
 
 def export_torchscript_exporter(
     module: Any, args: tuple[Any, ...], examples: Sequence[ExampleInput], names: Sequence[str], path: Path, opset: int
-) -> None:
-    """The TorchScript-based exporter: the only one that accepts ScriptModules."""
+) -> list[str]:
+    """The TorchScript-based exporter: the only one that accepts ScriptModules. An eager module is
+    traced on the way; the tracer's warnings are returned, as they flag frozen branches or shapes."""
     import torch
 
     axes = {name: {0: "batch"} for name in [*(e.name for e in examples), *names]}
-    with quiet_export():
+    with quiet_export() as log:
         torch.onnx.export(
             module,
             args,
@@ -265,16 +284,17 @@ def export_torchscript_exporter(
             opset_version=opset,
             do_constant_folding=True,
         )
+    return log.tracer_warnings()
 
 
 def export_dynamo(
     module: Any, args: tuple[Any, ...], examples: Sequence[ExampleInput], names: Sequence[str], path: Path, opset: int
-) -> None:
+) -> list[str]:
     """The torch.export-based exporter, with one shared dynamic batch dimension for all inputs."""
     import torch
 
     batch = torch.export.Dim("batch")
-    with quiet_export():
+    with quiet_export() as log:
         torch.onnx.export(
             module,
             args,
@@ -287,6 +307,7 @@ def export_dynamo(
             opset_version=max(opset, DYNAMO_MIN_OPSET),
             external_data=False,
         )
+    return log.tracer_warnings()
 
 
 # ---- the Converted record ---------------------------------------------------------------------
@@ -368,7 +389,7 @@ def export_module(
     for position, exporter in enumerate(exporters):
         path.unlink(missing_ok=True)
         try:
-            export[exporter](module, args, examples, names, path, options.opset)
+            tracer_warnings = export[exporter](module, args, examples, names, path, options.opset)
         except Exception as exc:
             failures.append(f"{exporter} exporter: {first_line(exc)}")
             continue
@@ -378,6 +399,9 @@ def export_module(
             failures.append(f"{exporter} exporter: {disagreement}")
             continue
         detail["exporter"] = exporter
+        if tracer_warnings:
+            detail["tracer_warnings"] = tracer_warnings[:5]
+            notes.append(f"the trace may hold only the export example's branch or shape: {tracer_warnings[0]}")
         break
     else:
         path.unlink(missing_ok=True)

@@ -125,6 +125,9 @@ def test_dynamo_failure_falls_back_to_the_torchscript_exporter(torch_models: Art
     assert converted.detail["exporter"] == "torchscript"
     assert "dynamo exporter" in converted.detail["exporter_fallback_reason"]
     assert any("fell back" in note for note in converted.notes)
+    # Tracing read a tensor as a Python bool: the user is told the branch may be frozen.
+    assert any("Python boolean" in warning for warning in converted.detail["tracer_warnings"])
+    assert any(note.startswith("the trace may hold only the export example's branch") for note in converted.notes)
     assert_matches_recorded(converted, torch_models.directory / "data_dependent_io.npz")
 
 
