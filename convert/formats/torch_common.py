@@ -2,8 +2,8 @@
 
 A PyTorch file records neither its inputs' names nor their shapes, so the user supplies both with
 ``--input-shape NAME=d0,d1,...`` (and ``--input-dtype``); NAME becomes the ONNX input's name. The
-example batch is replaced by 2 when exporting: the dynamo exporter specialises a batch of 1 into a
-constant, which would silently break the dynamic batch axis the runtime batches on.
+example batch is replaced by 2 when exporting: torch.export treats a size-1 dimension as a constant,
+so a batch of 1 would contradict the dynamic batch axis the runtime batches on.
 
 torch is imported inside functions so that importing this module (e.g. for the registry) stays cheap.
 """
