@@ -66,7 +66,7 @@ def cast(spec: TensorSpec, value: Any, max_elements: int) -> np.ndarray:
     """A nested list -> an array of the input's datatype, with the batch axis added for one row."""
     dtype = NUMPY_DTYPES[spec.datatype]
     if not isinstance(value, list):
-        value = [value]
+        raise BadRequest(f"input {spec.name!r}: send a (nested) list of values, not a single {type(value).__name__}")
     try:
         array = np.asarray(value, dtype=object if spec.datatype == "BYTES" else None)
     except (ValueError, TypeError):

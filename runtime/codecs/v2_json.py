@@ -99,6 +99,8 @@ def tensor_from_json(name: str, datatype: str, shape: Any, data: Any, max_elemen
     count = element_count(name, shape, max_elements)
     if data is None:
         raise BadRequest(f'tensor {name!r}: no data (send "data", or binary_data_size with the binary extension)')
+    if not isinstance(data, list):
+        raise BadRequest(f'tensor {name!r}: "data" must be a list (flat or nested), not {type(data).__name__}')
     array = _strings(name, data) if datatype == "BYTES" else _numbers(name, datatype, dtype, data)
     if array.size != count:
         raise BadRequest(f"tensor {name!r}: shape {shape} needs {count} values, but data has {array.size}")

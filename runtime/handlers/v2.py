@@ -68,9 +68,7 @@ def _decode_inputs(
             raise BadRequest(f"input {name!r} is given twice")
         shape = tensor.get("shape")
         count = v2_json.element_count(name, shape, max_elements)
-        parameters = tensor.get("parameters") or {}
-        if not isinstance(parameters, dict):
-            raise BadRequest(f"input {name!r}: parameters must be an object")
+        parameters = _parameters(tensor, f"input {name!r}: ")
         size = parameters.get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
@@ -89,11 +87,21 @@ def _decode_inputs(
     return inputs, encoded_image
 
 
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """``obj["parameters"]``: absent is empty; anything but an object (null included) is a 400."""
+    if "parameters" not in obj:
+        return {}
+    parameters = obj["parameters"]
+    if not isinstance(parameters, dict):
+        raise BadRequest(f'{where}"parameters" must be an object')
+    return parameters
+
+
 def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
     """Output names (None: all) and, per name, whether the client asked for it in binary."""
-    requested = payload.get("outputs")
-    if requested is None:
+    if "outputs" not in payload:
         return None, {}
+    requested = payload["outputs"]
     if not isinstance(requested, list):
         raise BadRequest('"outputs" must be a list of {"name": ...} objects')
     names: list[str] = []
@@ -101,9 +109,7 @@ def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, dict[
     for item in requested:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise BadRequest('each entry of "outputs" needs a string "name"')
-        params = item.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise BadRequest(f"output {item['name']!r}: parameters must be an object")
+        params = _parameters(item, f"output {item['name']!r}: ")
         names.append(item["name"])
         if "binary_data" in params:
             binary[item["name"]] = bool(params["binary_data"])
@@ -128,9 +134,9 @@ async def model_infer(request: web.Request) -> web.Response:
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object (a V2 inference request)")
     request_id = payload.get("id")
-    parameters = payload.get("parameters") or {}
-    if not isinstance(parameters, dict):
-        raise BadRequest('"parameters" must be an object')
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest('"id" must be a string')
+    parameters = _parameters(payload, "")
     inputs, image = _decode_inputs(entry, payload, binary, settings.max_elements)
     if image is not None:  # Pillow work goes to the thread pool, like inference
         _check_image_count(entry, image.input, inputs[image.input].size)

@@ -275,3 +275,24 @@ def test_metrics_move(server, client):
     assert counter(after, "nv_inference_exec_count") == counter(before, "nv_inference_exec_count") + 1
     for histogram in ("request_duration_us", "queue_duration_us", "compute_infer_duration_us"):
         assert f'nv_inference_{histogram}_count{{model="two_io",version="1"}}' in after
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"id": 7}, '"id" must be a string'),
+        ({"parameters": None}, '"parameters" must be an object'),
+        ({"outputs": None}, '"outputs" must be a list'),
+        ({"outputs": [{"name": "probs", "parameters": []}]}, '"parameters" must be an object'),
+        ({"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": 5}]}, '"data" must be a list'),
+        (
+            {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1] * 4, "parameters": None}]},
+            "must be",
+        ),
+    ],
+)
+def test_schema_violations_are_400(server, change, fragment):
+    body = {"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}], **change}
+    reply = requests.post(f"{server.url}/v2/models/mlp/infer", json=body, timeout=10)
+    assert reply.status_code == 400, reply.text
+    assert fragment in reply.json()["error"]
