@@ -9,7 +9,7 @@ values: with the initial mean 0 / variance 1 a broken BatchNorm conversion would
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,8 @@ class Saved:
     fmt: str
     inputs: dict[str, np.ndarray]
     outputs: dict[str, np.ndarray]  # in the model's output order
+    # Checkpoints: the outputs of the steps that must NOT be served, by step.
+    other_steps: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)
 
 
 def rng(seed: int) -> np.random.Generator:

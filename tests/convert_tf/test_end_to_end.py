@@ -33,9 +33,8 @@ pytestmark = pytest.mark.slow
 
 def checkpoint_model(directory: Path) -> builders.Saved:
     run = builders.save_checkpoints(directory / "training_run", [100, 1200, 300])
-    saved = builders.Saved(run.directory, "checkpoint", run.inputs, run.outputs_by_step[1200])
-    saved.older = {step: out for step, out in run.outputs_by_step.items() if step != 1200}  # type: ignore[attr-defined]
-    return saved
+    others = {step: out for step, out in run.outputs_by_step.items() if step != 1200}
+    return builders.Saved(run.directory, "checkpoint", run.inputs, run.outputs_by_step[1200], other_steps=others)
 
 
 # served name -> (builder, expected source format)
@@ -160,7 +159,8 @@ def test_checkpoint_serves_newest_step_not_older(server: RunningServer, deployme
     saved = deployment.saved["checkpoint"]
     got = v2_infer(server, "checkpoint", saved.inputs)["probs"]
     np.testing.assert_allclose(got, saved.outputs["probs"], atol=ATOL, rtol=0)
-    for step, older in saved.older.items():  # type: ignore[attr-defined]
+    assert sorted(saved.other_steps) == [100, 300]
+    for step, older in saved.other_steps.items():
         assert np.abs(got - older["probs"]).max() > 1e-2, f"served numbers look like step {step}"
 
 
