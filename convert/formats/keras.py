@@ -8,7 +8,8 @@ tried, and the fallback is noted in the manifest.
 
 The model is called inside a tf.function with a None batch axis (tf2onnx's ``from_keras`` predates
 Keras 3); inputs and outputs keep the model's names (input layer names, output layer names, or the
-keys of dict inputs/outputs).
+keys of dict inputs/outputs). An image model that starts with a ``Rescaling`` layer is served raw
+0..255 pixels (it scales them itself).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from convert.formats.tf_common import (
     v2_datatype,
     with_input_shapes,
 )
+from runtime.manifest import ImagePreprocessing, TensorSpec
 
 
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
@@ -81,7 +83,37 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
         notes=notes,
         integer_bound=embedding_bound(model),
     )
-    return convert_callable(run, info, options, workdir)
+    converted = convert_callable(run, info, options, workdir)
+    converted.image = rescaled_image_input(model, converted.inputs)
+    if converted.image is not None:
+        converted.notes.append(
+            f"input {converted.image.input} feeds a Rescaling layer: images are sent as raw 0..255 pixels"
+        )
+    return converted
+
+
+def rescaled_image_input(model: Any, inputs: list[TensorSpec]) -> ImagePreprocessing | None:
+    """A model whose first layer is ``Rescaling`` scales pixels itself, so the served image is raw
+    0..255 values (scale 1), not the 0..1 the pipeline guesses for float image inputs."""
+    if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].datatype not in ("FP16", "FP32", "FP64"):
+        return None
+    _, height, width, channels = inputs[0].shape
+    if channels not in (1, 3) or height < 1 or width < 1:
+        return None
+    layers = [layer for layer in getattr(model, "layers", []) if type(layer).__name__ != "InputLayer"]
+    if not layers or type(layers[0]).__name__ != "Rescaling":
+        return None
+    return ImagePreprocessing(
+        input=inputs[0].name,
+        layout="NHWC",
+        height=height,
+        width=width,
+        color_mode="L" if channels == 1 else "RGB",
+        datatype=inputs[0].datatype,
+        scale=1.0,
+        mean=[0.0],
+        std=[1.0],
+    )
 
 
 # ---- which Keras --------------------------------------------------------------------------------

@@ -363,3 +363,31 @@ def test_keras_falls_back_to_the_other_library(tf_models: dict[str, builders.Sav
     assert converted.detail == {"keras_version_in_file": "2.4.0", "loaded_with": "keras"}
     assert any(note.startswith("loaded with keras after tf_keras:") for note in converted.notes)
     assert_close(onnx_predict(converted, saved.inputs), saved.outputs)
+
+
+@pytest.mark.parametrize("rescaling", [True, False])
+def test_keras_rescaling_layer_means_raw_pixels(tmp_path: Path, rescaling: bool) -> None:
+    """The converter's image hint: raw pixels (scale 1) when the model rescales them itself;
+    otherwise no hint (the pipeline's guess, 1/255, applies)."""
+    import keras
+
+    keras.utils.set_random_seed(2)
+    image = keras.Input((6, 5, 3), name="photo")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1, name="rescale")(image) if rescaling else image
+    probs = keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(keras.layers.Conv2D(2, 3)(x)))
+    path = tmp_path / "photo.keras"
+    keras.Model(image, probs).save(path)
+
+    converted = convert(path, "keras", tmp_path / "out")
+    if not rescaling:
+        assert converted.image is None
+        return
+    assert converted.image is not None
+    assert (converted.image.input, converted.image.layout, converted.image.height, converted.image.width) == (
+        "photo",
+        "NHWC",
+        6,
+        5,
+    )
+    assert converted.image.scale == 1.0 and converted.image.color_mode == "RGB"
+    assert any("Rescaling" in note for note in converted.notes)
