@@ -164,3 +164,36 @@ def test_sigterm_with_work_past_the_grace_period_still_exits_0_promptly(
         assert exited_after < 2 * grace + seconds + 3
         assert "200" in outcomes  # what fit in the grace period was answered
         assert set(outcomes) <= {"200", "503", "closed"}
+
+
+def pending_requests(server: RunningServer, model: str) -> float:
+    text = requests.get(f"{server.url}/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith("nv_inference_pending_request_count{") and f'model="{model}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no pending gauge for {model!r} in /metrics:\n{text[:2000]}")
+
+
+def test_clients_that_give_up_leave_nothing_behind(slow_repository: tuple[Path, float]) -> None:
+    """Clients that time out and hang up mid-request: the server drops their work, its queue gauge
+    returns to zero, and it answers the next client normally."""
+    repo, seconds = slow_repository
+    with run_server(repo, *ONE_THREAD, "--max-queue", "64") as server:
+
+        def impatient(i: int) -> str:
+            try:
+                infer_slow(server, float(i), timeout=seconds / 4)
+            except requests.Timeout:
+                return "gave up"
+            return "answered"
+
+        outcomes = [f.result(timeout=60) for f in in_parallel(8, impatient)]
+        assert outcomes == ["gave up"] * 8
+        deadline = time.monotonic() + 10 * seconds + 10
+        while pending_requests(server, "slow") > 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pending_requests(server, "slow") == 0
+        assert_slow_answer(infer_slow(server, 3.0), 3.0)
+        assert infer_mlp(server).status_code == 200
+        assert "Traceback" not in server.log()
+        assert "unhandled error" not in server.log()
