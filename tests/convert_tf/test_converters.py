@@ -391,3 +391,12 @@ def test_keras_rescaling_layer_means_raw_pixels(tmp_path: Path, rescaling: bool)
     )
     assert converted.image.scale == 1.0 and converted.image.color_mode == "RGB"
     assert any("Rescaling" in note for note in converted.notes)
+
+
+def test_checkpoint_outputs_override(checkpoint_run: builders.CheckpointRun, tmp_path: Path) -> None:
+    """--outputs reaches into the checkpoint's graph: the logits of the newest step."""
+    converted = convert(checkpoint_run.directory, "checkpoint", tmp_path, outputs=["model/logits:0"])
+    assert [o.name for o in converted.outputs] == ["model/logits"]
+    logits = onnx_predict(converted, checkpoint_run.inputs)["model/logits"]
+    softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(softmax, checkpoint_run.outputs_by_step[1200]["probs"], atol=ATOL)
