@@ -76,11 +76,15 @@ def _exact_depth(body: bytes) -> int:
     return best
 
 
-def element_count(name: str, shape: Any, max_elements: int) -> int:
+def check_shape(name: str, shape: Any) -> None:
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise BadRequest(f"tensor {name!r}: shape must be a list of integers, got {shape!r}")
     if any(d < 0 for d in shape):
         raise BadRequest(f"tensor {name!r}: shape {shape} has a negative dimension")
+
+
+def element_count(name: str, shape: Any, max_elements: int) -> int:
+    check_shape(name, shape)
     count = math.prod(shape)
     if count > max_elements:
         raise PayloadTooLarge(

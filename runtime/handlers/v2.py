@@ -18,7 +18,7 @@ from runtime.errors import BadRequest
 from runtime.handlers.common import EXECUTOR, REPOSITORY, SETTINGS, infer, json_response, model_entry
 from runtime.manifest import ImagePreprocessing, Manifest
 from runtime.repository import ModelVersion
-from runtime.validation import v2_datatype
+from runtime.validation import numpy_dtype, v2_datatype
 
 PLATFORMS = {"onnx": "onnxruntime_onnx", "pmml": "pmml"}
 
@@ -54,19 +54,12 @@ def _decode_inputs(
         raise BadRequest('the request needs "inputs": a non-empty list of tensors')
     manifest = entry.require_engine().manifest
     image = image_preprocessing(manifest) if entry.format == "onnx" else None
+    _check_structure(tensors)  # every 400 for a malformed request before any limit's 413
     inputs: dict[str, np.ndarray] = {}
     encoded_image = None
     offset = 0
     for tensor in tensors:
-        if not isinstance(tensor, dict):
-            raise BadRequest("each input must be an object with name, shape, datatype and data")
-        name = tensor.get("name")
-        datatype = tensor.get("datatype")
-        if not isinstance(name, str) or not isinstance(datatype, str):
-            raise BadRequest("each input needs a string name and datatype")
-        if name in inputs:
-            raise BadRequest(f"input {name!r} is given twice")
-        shape = tensor.get("shape")
+        name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
         count = v2_json.element_count(name, shape, max_elements)
         parameters = _parameters(tensor, f"input {name!r}: ")
         size = parameters.get("binary_data_size")
@@ -85,6 +78,27 @@ def _decode_inputs(
     if offset != len(binary):
         raise BadRequest(f"the body has {len(binary) - offset} bytes after the last binary tensor")
     return inputs, encoded_image
+
+
+def _check_structure(tensors: list[Any]) -> None:
+    """Each input is an object with a string name, a V2 datatype, a shape of non-negative integers,
+    object parameters and list data; names are unique."""
+    seen: set[str] = set()
+    for tensor in tensors:
+        if not isinstance(tensor, dict):
+            raise BadRequest("each input must be an object with name, shape, datatype and data")
+        name = tensor.get("name")
+        datatype = tensor.get("datatype")
+        if not isinstance(name, str) or not isinstance(datatype, str):
+            raise BadRequest("each input needs a string name and datatype")
+        if name in seen:
+            raise BadRequest(f"input {name!r} is given twice")
+        seen.add(name)
+        numpy_dtype(datatype)
+        v2_json.check_shape(name, tensor.get("shape"))
+        _parameters(tensor, f"input {name!r}: ")
+        if "data" in tensor and not isinstance(tensor["data"], list):
+            raise BadRequest(f'tensor {name!r}: "data" must be a list (flat or nested)')
 
 
 def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
@@ -137,6 +151,7 @@ async def model_infer(request: web.Request) -> web.Response:
     if request_id is not None and not isinstance(request_id, str):
         raise BadRequest('"id" must be a string')
     parameters = _parameters(payload, "")
+    names, binary_by_name = _requested_outputs(payload)
     inputs, image = _decode_inputs(entry, payload, binary, settings.max_elements)
     if image is not None:  # Pillow work goes to the thread pool, like inference
         _check_image_count(entry, image.input, inputs[image.input].size)
@@ -145,7 +160,6 @@ async def model_infer(request: web.Request) -> web.Response:
             request.app[EXECUTOR], decode_batch, inputs[image.input], image, settings.max_image_pixels
         )
         inputs[image.input] = await decoded
-    names, binary_by_name = _requested_outputs(payload)
     results = await infer(request, entry, inputs, names)
     binary_default = bool(parameters.get("binary_data_output", False))
     manifest = entry.require_engine().manifest
