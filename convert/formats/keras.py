@@ -56,14 +56,14 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     structure = model_input_structure(model, source)
     inputs = with_input_shapes(keras_inputs(model, structure, source), options, source)
     require_known_shapes(inputs, source)
-    probe_names = output_names_of(model)
+    layer_names = output_names_of(model)
 
     def run(tensors: list[Any]) -> dict[str, Any]:
         result = model(pack_inputs(structure, tensors), training=False)
-        return name_outputs(result, probe_names, source)
+        return name_outputs(result, layer_names)
 
     # Trace once eagerly on a tiny batch to learn the output names (dict keys, or layer names).
-    all_names = list(name_outputs_probe(model, structure, inputs, probe_names, source))
+    all_names = list(name_outputs_probe(model, structure, inputs, layer_names, source))
     outputs = select_outputs(all_names, options, source)
 
     def reference(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -74,7 +74,7 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     versions = base_versions() | {library: library_version(library)}
     info = TfModelInfo(
         source=source,
-        source_format=options.format or ("keras" if source.suffix == ".keras" else "keras_h5"),
+        source_format=options.format or ("keras" if zipfile.is_zipfile(source) else "keras_h5"),
         inputs=inputs,
         outputs=outputs,
         reference=reference,
@@ -264,7 +264,7 @@ def output_names_of(model: Any) -> list[str] | None:
     return None
 
 
-def name_outputs(result: Any, layer_names: list[str] | None, source: Path) -> dict[str, Any]:
+def name_outputs(result: Any, layer_names: list[str] | None) -> dict[str, Any]:
     """The model's result as {name: tensor}: dict keys, else output layer names, else output_N."""
     if isinstance(result, dict):
         return {str(k): v for k, v in result.items()}
@@ -287,7 +287,7 @@ def name_outputs_probe(
         result = model(pack_inputs(structure, tensors), training=False)
     except Exception as exc:
         raise ConversionError(f"{source}: calling the Keras model failed: {first_line(exc)}") from exc
-    return list(name_outputs(result, layer_names, source))
+    return list(name_outputs(result, layer_names))
 
 
 def select_outputs(names: list[str], options: ConvertOptions, source: Path) -> list[str]:

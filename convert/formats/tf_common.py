@@ -310,8 +310,8 @@ def finish(
     """Rename, order and check the graph, write ``workdir/model.onnx`` atomically, describe it."""
     import onnx
 
-    rename_io(model_proto, renames)
-    order_outputs(model_proto, info.outputs)
+    rename_io(model_proto, renames, info.source)
+    order_outputs(model_proto, info.outputs, info.source)
     name_dynamic_dims(model_proto)
     check_graph(model_proto, info.source)
 
@@ -382,7 +382,7 @@ def rename_tensor(graph: Any, old: str, new: str) -> None:
             rename_tensor(sub, old, new)
 
 
-def rename_io(model_proto: Any, renames: dict[str, str]) -> None:
+def rename_io(model_proto: Any, renames: dict[str, str], source: Path) -> None:
     """Give graph inputs and outputs their served names. An internal tensor that already holds a
     wanted name (tf2onnx names some after ops) is moved aside first."""
     graph = model_proto.graph
@@ -390,7 +390,10 @@ def rename_io(model_proto: Any, renames: dict[str, str]) -> None:
     wanted = {old: new for old, new in renames.items() if old in io_names and old != new}
     missing = [old for old in renames if old not in io_names]
     if missing:
-        raise ConversionError(f"tf2onnx lost the tensors {missing} (graph has {sorted(io_names)})")
+        raise ConversionError(
+            f"{source}: the converted graph lacks {', '.join(missing)} (it has {', '.join(sorted(io_names))}); "
+            f"an input the outputs do not depend on is dropped by tf2onnx: leave it out with --inputs"
+        )
     taken = all_tensor_names(graph)
     for new in wanted.values():
         if new in taken and new not in wanted:
@@ -406,11 +409,13 @@ def rename_io(model_proto: Any, renames: dict[str, str]) -> None:
         rename_tensor(graph, f"__mp_tmp_{n}__", new)
 
 
-def order_outputs(model_proto: Any, names: Sequence[str]) -> None:
+def order_outputs(model_proto: Any, names: Sequence[str], source: Path) -> None:
     """tf2onnx sorts a dict's outputs by key; serve them in the model's own order."""
     outputs = {o.name: o for o in model_proto.graph.output}
     if set(outputs) != set(names):
-        raise ConversionError(f"the converted graph's outputs {sorted(outputs)} are not the expected {list(names)}")
+        raise ConversionError(
+            f"{source}: the converted graph's outputs {sorted(outputs)} are not the expected {list(names)}"
+        )
     ordered = [type(outputs[n])() for n in names]
     for copy, name in zip(ordered, names, strict=True):
         copy.CopyFrom(outputs[name])
