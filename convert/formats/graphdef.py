@@ -11,6 +11,8 @@ A frozen graph does not say which tensors are its inputs and outputs, so they ar
   is not an input; ``PlaceholderWithDefault`` such as Keras' learning phase never is).
 
 ``--inputs``/``--outputs`` override either (``x`` or ``x:0``). Served names drop the ``:0`` suffix.
+Scalar ``keep_prob`` and ``is_training`` placeholders, which TF1 scripts fed 1.0 and False at
+inference, become those constants (noted in the manifest).
 Placeholder shapes give the input shapes; the batch axis is made dynamic in the graph itself, and
 ``--input-shape`` fills unknown dimensions.
 """
@@ -77,6 +79,8 @@ BOOKKEEPING_OPS = {
     "VarIsInitializedOp",
     "IsVariableInitialized",
 }
+KEEP_PROB = re.compile(r"keep_?prob")
+TRAINING_SWITCH = re.compile(r"^(is_?)?train(ing)?(_?(phase|mode|flag))?(_\d+)?$|^phase(_\d+)?$|learning_phase")
 NEVER_OUTPUTS = {"Placeholder", "PlaceholderWithDefault", "Const", "VariableV2", "Variable", "VarHandleOp"}
 
 
@@ -140,6 +144,13 @@ def convert_frozen(
     overlap = {t.name for t in inputs} & {t.name for t in outputs}
     if overlap:
         raise ConversionError(f"{source}: {', '.join(sorted(overlap))} cannot be both an input and an output")
+    switches = inference_switches(inputs, explicit=bool(input_tensors or options.inputs))
+    if switches:
+        graph_def = with_constants(graph_def, switches)
+        inputs = [t for t in inputs if t.op.name not in switches]
+        if not inputs:
+            raise ConversionError(f"{source}: no inputs left besides the switches {', '.join(switches)}")
+    notes = [f"placeholder {op} fixed to {value} for inference" for op, value in switches.items()]
 
     names = served_names or {}
     served_inputs = unique_names([names.get(t.name) or tensor_base_name(t.name) for t in inputs])
@@ -204,12 +215,48 @@ def convert_frozen(
         output_source_names=dict(zip(served_outputs, output_names, strict=True)),
         converters=base_versions(),
         detail=dict(detail or {}),
-        notes=[
+        notes=notes
+        + [
             f"input {n} had a fixed batch size {b} in the graph; served with a dynamic one"
             for n, b in fixed_batch.items()
         ],
     )
     return convert_graph_def(graph_def, input_names, output_names, info, options, workdir)
+
+
+# ---- TF1 inference switches ----------------------------------------------------------------------
+def inference_switches(inputs: list[Any], explicit: bool) -> dict[str, bool | float]:
+    """Scalar placeholders that TF1 training scripts fed differently at inference time: a float
+    ``keep_prob`` (1.0: no dropout) and a bool ``is_training``/``training``/``phase`` (False). They
+    are not model inputs (no batch axis), so they become constants. Found ones only: inputs named
+    with ``--inputs`` are taken as given."""
+    if explicit:
+        return {}
+    switches: dict[str, bool | float] = {}
+    for tensor in inputs:
+        if tensor.shape.rank != 0 or tensor.op.type != "Placeholder":
+            continue
+        leaf = tensor.op.name.split("/")[-1].lower()
+        if tensor.dtype.is_floating and KEEP_PROB.search(leaf):
+            switches[tensor.op.name] = 1.0
+        elif tensor.dtype.is_bool and TRAINING_SWITCH.search(leaf):
+            switches[tensor.op.name] = False
+    return switches
+
+
+def with_constants(graph_def: Any, values: dict[str, bool | float]) -> Any:
+    """A copy where each named placeholder is a Const of the same name and type (consumers unchanged)."""
+    tf = import_tensorflow()
+    updated = tf.compat.v1.GraphDef()
+    updated.CopyFrom(graph_def)
+    for node in updated.node:
+        if node.name in values:
+            dtype = tf.as_dtype(node.attr["dtype"].type)
+            node.op = "Const"
+            node.ClearField("attr")
+            node.attr["dtype"].type = dtype.as_datatype_enum
+            node.attr["value"].tensor.CopyFrom(tf.make_tensor_proto(values[node.name], dtype=dtype, shape=[]))
+    return updated
 
 
 # ---- graph analysis --------------------------------------------------------------------------------

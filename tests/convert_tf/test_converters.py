@@ -400,3 +400,35 @@ def test_checkpoint_outputs_override(checkpoint_run: builders.CheckpointRun, tmp
     logits = onnx_predict(converted, checkpoint_run.inputs)["model/logits"]
     softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(softmax, checkpoint_run.outputs_by_step[1200]["probs"], atol=ATOL)
+
+
+def test_tf1_inference_switches_become_constants(tmp_path: Path) -> None:
+    """keep_prob (fed 1.0 at inference) and is_training (False) are scalars, not model inputs."""
+    import tensorflow as tf
+
+    v1 = tf.compat.v1
+    generator = np.random.default_rng(9)
+    graph = tf.Graph()
+    x_value = generator.normal(size=(3, 5)).astype(np.float32)
+    with graph.as_default():
+        x = v1.placeholder(tf.float32, [None, 5], name="x")
+        keep_prob = v1.placeholder(tf.float32, [], name="keep_prob")
+        is_training = v1.placeholder(tf.bool, [], name="is_training")
+        moving_mean = tf.constant(generator.normal(size=5).astype(np.float32))
+        batch_mean = tf.reduce_mean(x, axis=0)
+        centred = x - tf.cond(is_training, lambda: batch_mean, lambda: moving_mean)
+        hidden = tf.nn.dropout(centred, rate=1.0 - keep_prob)
+        scores = tf.matmul(hidden, tf.constant(generator.normal(size=(5, 2)).astype(np.float32)), name="scores")
+        with v1.Session(graph=graph) as session:
+            want = session.run(scores, {x: x_value, keep_prob: 1.0, is_training: False})
+    path = tmp_path / "switches.pb"
+    path.write_bytes(graph.as_graph_def().SerializeToString())
+
+    converted = convert(path, "graphdef", tmp_path / "out")
+    assert [i.name for i in converted.inputs] == ["x"]
+    assert converted.notes == [
+        "placeholder keep_prob fixed to 1.0 for inference",
+        "placeholder is_training fixed to False for inference",
+    ]
+    np.testing.assert_allclose(onnx_predict(converted, {"x": x_value})["scores"], want, atol=ATOL)
+    check_reference(converted)
