@@ -197,3 +197,23 @@ def test_clients_that_give_up_leave_nothing_behind(slow_repository: tuple[Path, 
         assert infer_mlp(server).status_code == 200
         assert "Traceback" not in server.log()
         assert "unhandled error" not in server.log()
+
+
+def test_sigterm_while_models_are_still_loading_exits_0(tmp_path: Path) -> None:
+    """An orchestrator may stop a pod that is still warming up: the server stops without serving,
+    exits 0, and takes at most the model load it was in the middle of."""
+    _, seconds = models.calibrated_slow(tmp_path, 2.0)  # warm-up runs one inference: a slow start
+    with run_server(tmp_path, *ONE_THREAD, wait_ready=False, log_dir=tmp_path) as server:
+        deadline = time.monotonic() + 60
+        while "serving" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(min(0.5, seconds / 4))
+        assert "ready in" not in server.log(), "the model finished loading before SIGTERM could be sent"
+        sent_at = time.perf_counter()
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(timeout=3 * seconds + 30)
+        exited_after = time.perf_counter() - sent_at
+        print(f"\nSIGTERM during a {seconds:.2f}s warm-up: exit {code} after {exited_after:.2f}s")
+        assert code == 0
+        assert exited_after < 2 * seconds + 5
+        assert "Traceback" not in server.log()
