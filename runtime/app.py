@@ -126,6 +126,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     readiness and inference) while models load. At cleanup stop the batchers and close the engines."""
     repository = app[REPOSITORY]
     repository.discover()  # nothing to serve (bad repository, unknown --model) stops the start here
+    # one thread per model instance, plus two for loading and image decoding
+    workers = app[SETTINGS].instances * len(repository.entries()) + 2
+    app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
     for entry in repository.entries():
         app[METRICS].model(entry.name, entry.version)  # every model appears in /metrics from the start
     loading = asyncio.create_task(_load_models(app), name="load models")
@@ -191,7 +194,6 @@ def create_app(settings: Settings) -> web.Application:
         settings.repository, engine_options(settings), settings.models, all_versions=settings.all_versions
     )
     app[METRICS] = Metrics()
-    app[EXECUTOR] = ThreadPoolExecutor(max_workers=max(4, settings.instances * 4), thread_name_prefix="infer")
     app[READY] = {"ready": False, "exit_status": 0}
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)

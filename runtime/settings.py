@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m runtime", description="Serve a modelport model repository over HTTP (KServe V2 + simple API)."
     )
-    parser.add_argument("--repository", help="model repository directory (env MODEL_REPOSITORY)")
+    parser.add_argument("--repository", metavar="DIR", help="model repository directory (env MODEL_REPOSITORY)")
     parser.add_argument(
         "--model", action="append", dest="models", metavar="NAME", help="serve only this model (repeatable)"
     )
@@ -95,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
             extra["choices"] = LOG_LEVELS
         else:
             extra["type"] = kind
+            if "choices" not in extra:
+                extra["metavar"] = {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper())
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"{text} (env {env})", **extra)
     return parser
 
