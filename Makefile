@@ -81,7 +81,7 @@ CONVERT_TAG ?= modelport-convert:latest
 TAG ?= modelport-serve:latest
 PMML_TAG ?= modelport-serve-pmml:latest
 TORCH_VERSION ?= 2.13.0
-BUILD_FLAGS ?= $(if $(filter podman,$(ENGINE)),--pull=never)
+BUILD_FLAGS ?= $(if $(filter podman,$(ENGINE)),--pull=never --format docker)
 IMAGE_MODEL := $(or $(MODEL),$(EXAMPLES_DIR)/colour_classifier.keras)
 IMAGE_NAME := $(or $(NAME),$(if $(MODEL),model,colour-classifier))
 IMAGE_ARGS := $(or $(ARGS),$(if $(MODEL),,--labels /context/examples/labels.txt))
