@@ -14,7 +14,10 @@ stage() { echo "=== [container $(( $(date +%s) - t0 ))s] $*"; }
 ok() { echo "  ok   $*"; passed=$((passed + 1)); }
 fail() { echo "  FAIL $*"; failed=$((failed + 1)); }
 die() { echo "container stage: $*" >&2; echo "container: $passed passed, $((failed + 1)) failed"; exit 1; }
-cleanup() { $ENGINE rm -f mp-ci-onnx mp-ci-pmml mp-ci-fetch >/dev/null 2>&1 || true; [ -n "${http_pid:-}" ] && kill "$http_pid" 2>/dev/null; }
+cleanup() {
+  for c in mp-ci-onnx mp-ci-pmml mp-ci-fetch; do $ENGINE rm -f "$c" >/dev/null 2>&1 || true; done
+  if [ -n "${http_pid:-}" ]; then kill "$http_pid" 2>/dev/null || true; fi
+}
 trap cleanup EXIT
 
 if [ "$ENGINE" = podman ] && ! command -v podman >/dev/null; then
@@ -24,6 +27,7 @@ elif [ "$ENGINE" = podman ]; then
   bash "$ROOT/../shared/container/offline-engine.sh" >/dev/null || die "could not prepare the base images"
 fi
 
+cleanup
 free_port() { "$DEV_PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_ready() {  # url timeout
   local deadline=$(( $(date +%s) + $2 ))
