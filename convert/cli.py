@@ -18,7 +18,7 @@ from pathlib import Path
 from convert.errors import ConversionError
 from convert.formats import CONVERTERS, ConvertOptions, ImageOptions
 from runtime.artifacts import DownloadPolicy, repository_configured
-from runtime.manifest import V2_DATATYPES, Manifest
+from runtime.manifest import Manifest
 
 EXIT_USAGE = 64
 EXIT_INTERNAL = 1
@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", default="1", help="version directory (default 1)")
     parser.add_argument("--format", metavar="FMT", help=f"skip detection: {', '.join(sorted(CONVERTERS))}")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=d0,d1,...")
-    parser.add_argument("--input-dtype", default="FP32", choices=V2_DATATYPES, help="datatype of --input-shape inputs")
+    parser.add_argument(
+        "--input-dtype",
+        default="FP32",
+        metavar="T|NAME=T,...",
+        help="V2 datatype of the --input-shape inputs (default FP32), or one per input: ids=INT64,x=FP32",
+    )
     parser.add_argument("--inputs", type=_names, metavar="T,...", help="graph input tensors (GraphDef, checkpoint)")
     parser.add_argument("--outputs", type=_names, metavar="T,...", help="graph output tensors")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")

@@ -208,20 +208,46 @@ def test_missing_input_shape_fails_with_usage(torch_models: Artifacts, tmp_path:
 
 
 @pytest.mark.slow
-def test_mixed_integer_and_float_inputs_through_the_python_api(torch_models: Artifacts, tmp_path: Path) -> None:
-    from convert.formats import ConvertOptions
-    from convert.pipeline import convert_model
-
+def test_mixed_integer_and_float_inputs_through_the_cli(torch_models: Artifacts, tmp_path: Path) -> None:
     source = tmp_path / "ranker"
     source.mkdir()
     shutil.copy(torch_models.path("mixed", "pickle"), source / "model.pt")
     nets_file = torch_models.directory / f"{torch_models.nets_module}.py"
     shutil.copy(nets_file, source / nets_file.name)
-    options = ConvertOptions(input_shapes={"ids": [1, 4], "x": [1, 3]}, input_dtype="ids=INT64")
-    manifest = convert_model(source, tmp_path / "models", "ranker", options=options)
+    repository = tmp_path / "models"
+    result = run_cli(
+        str(source),
+        "--repository",
+        str(repository),
+        "--name",
+        "ranker",
+        "--input-shape",
+        "ids=1,4",
+        "--input-shape",
+        "x=1,3",
+        "--input-dtype",
+        "ids=INT64",
+    )
+    assert result.returncode == 0, result.stderr
+    manifest = read_manifest(repository / "ranker" / "1")
     assert [(t.name, t.datatype, t.shape) for t in manifest.inputs] == [
         ("ids", "INT64", [-1, 4]),
         ("x", "FP32", [-1, 3]),
     ]
     assert manifest.parity.verified and manifest.parity.max_abs_error <= ATOL
-    assert (tmp_path / "models" / "ranker" / "1" / "model.onnx").is_file()
+
+    bad = run_cli(
+        str(source),
+        "--repository",
+        str(repository),
+        "--name",
+        "ranker2",
+        "--input-shape",
+        "ids=1,4",
+        "--input-shape",
+        "x=1,3",
+        "--input-dtype",
+        "ids=COMPLEX",
+    )
+    assert bad.returncode == 2 and "--input-dtype 'COMPLEX' is not supported" in bad.stderr, bad.stderr
+    assert not (repository / "ranker2").exists()
