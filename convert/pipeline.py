@@ -67,6 +67,7 @@ def convert_model(
         converters = {**plugin_converters(), **(converters or {})}
         registry = {**CONVERTERS, **converters}
         found = detect.locate(root, options.format, registry) if options.format else detect.detect(root)
+        options = dataclasses.replace(options, source_root=root if root.is_dir() else root.parent)
         output_dir = workdir / "converted"
         output_dir.mkdir()
         run = run_in_child if subprocess else run_here

@@ -65,6 +65,9 @@ class ConvertOptions:
     rtol: float = 1e-3
     verify_batch: int = 4
     seed: int = 0
+    # Set by the pipeline: the unpacked model root, so a converter may look beside the model file
+    # (a pickled PyTorch module's class file) without ever reaching outside what was handed over.
+    source_root: Path | None = None
     max_batch_size: int = 64  # --max-batch-size: recorded for models with a dynamic batch axis
 
 

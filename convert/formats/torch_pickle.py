@@ -39,7 +39,7 @@ STATE_DICT_HELP = (
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     path = model_file(source, "pickled PyTorch")
     examples = example_inputs(options, path, "pickled PyTorch")
-    import_dirs = module_search_dirs(path, getattr(options, "source_root", None))
+    import_dirs = module_search_dirs(path, options.source_root)
     module, detail = load_module(path, import_dirs)
     exporters = ("torchscript",) if _is_script_module(module) else ("dynamo", "torchscript")
     return export_module(
