@@ -200,8 +200,8 @@ def test_clients_that_give_up_leave_nothing_behind(slow_repository: tuple[Path, 
 
 
 def test_sigterm_while_models_are_still_loading_exits_0(tmp_path: Path) -> None:
-    """An orchestrator may stop a pod that is still warming up: the server stops without serving,
-    exits 0, and takes at most the model load it was in the middle of."""
+    """An orchestrator may stop a pod that is still warming up: the server stops before it ever
+    served a prediction, exits 0, and takes at most the model load it was in the middle of."""
     _, seconds = models.calibrated_slow(tmp_path, 2.0)  # warm-up runs one inference: a slow start
     with run_server(tmp_path, *ONE_THREAD, wait_ready=False, log_dir=tmp_path) as server:
         deadline = time.monotonic() + 60
