@@ -7,6 +7,7 @@ on a shared 2-core machine; each test derives its waits from the measured infere
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import socket
 import time
@@ -205,9 +206,17 @@ def test_sigterm_while_models_are_still_loading_exits_0(tmp_path: Path) -> None:
     _, seconds = models.calibrated_slow(tmp_path, 2.0)  # warm-up runs one inference: a slow start
     with run_server(tmp_path, *ONE_THREAD, wait_ready=False, log_dir=tmp_path) as server:
         deadline = time.monotonic() + 60
-        while "serving" not in server.log() and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(requests.ConnectionError):
+                if requests.get(f"{server.url}/v2/health/live", timeout=5).status_code == 200:
+                    break
             time.sleep(0.05)
-        time.sleep(min(0.5, seconds / 4))
+        # While loading: live, not ready, and inference is a clear 503, not a hang or a 5xx of another kind.
+        assert requests.get(f"{server.url}/v2/health/live", timeout=5).status_code == 200
+        assert requests.get(f"{server.url}/v2/health/ready", timeout=5).status_code == 503
+        loading = infer_slow(server, 1.0, timeout=5)
+        assert loading.status_code == 503, loading.text
+        assert "not ready" in loading.json()["error"]
         assert "ready in" not in server.log(), "the model finished loading before SIGTERM could be sent"
         sent_at = time.perf_counter()
         server.process.send_signal(signal.SIGTERM)
