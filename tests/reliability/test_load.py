@@ -30,6 +30,7 @@ import pytest
 from PIL import Image
 
 from tests.reliability import models
+from tests.reliability.figures import record
 from tests.support.server import RunningServer, run_server
 
 LOAD_SECONDS = float(os.environ.get("MODELPORT_LOAD_SECONDS", "60"))
@@ -249,8 +250,8 @@ def test_load_mixed_requests_no_5xx_correct_answers_bounded_memory(load_reposito
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     valid_kinds = {"v2_json", "v2_binary", "simple", "image"}
     valid_sent = sum(n for kind, n in tally.kinds.items() if kind in valid_kinds)
-    print(
-        f"\nload: {LOAD_SECONDS:.0f}s at {CONCURRENCY} connections (+{warmup_seconds:.0f}s warm-up, "
+    record(
+        f"load: {LOAD_SECONDS:.0f}s at {CONCURRENCY} connections (+{warmup_seconds:.0f}s warm-up, "
         f"{warmup.sent} requests): {tally.sent} requests ({tally.sent / elapsed:.0f}/s), "
         f"{valid_sent} valid + {tally.sent - valid_sent} invalid, {tally.server_errors} 5xx, "
         f"{len(tally.wrong)} wrong; statuses {dict(tally.statuses)}; "

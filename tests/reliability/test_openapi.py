@@ -20,6 +20,7 @@ from typing import Any
 import requests
 
 from runtime.openapi import DOCS_HTML, OPENAPI
+from tests.reliability.figures import record
 from tests.support.server import RunningServer
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -138,8 +139,8 @@ def test_fuzz_live_server_against_the_document(server: RunningServer, tmp_path: 
     entries = json.loads((report_dir / "run.har").read_text())["log"]["entries"]
     statuses = Counter(entry["response"]["status"] for entry in entries)
     server_errors = sum(n for status, n in statuses.items() if status >= 500)
-    print(
-        f"\nfuzz: {len(entries)} requests sent, {report['test_cases']['generated']} test cases, "
+    record(
+        f"fuzz: {len(entries)} requests sent, {report['test_cases']['generated']} test cases, "
         f"{report['operations']['tested']} operations, {server_errors} 5xx, "
         f"{sum(f['count'] for f in report['failures'])} failures, "
         f"{report['running_time']:.0f}s; statuses {dict(sorted(statuses.items()))}"
