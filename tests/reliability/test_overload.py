@@ -82,7 +82,7 @@ def test_queue_bound_gives_503_with_retry_after_then_normal_service(slow_reposit
         for i, response in served:
             assert_slow_answer(response, float(i))
         assert set(statuses) <= {200, 503}
-        assert mlp_seconds < seconds  # not stuck behind the slow model
+        assert mlp_seconds < 2 * seconds  # not stuck behind the slow model (that would be 3x or more)
         # Normal service after the flood.
         assert_slow_answer(infer_slow(server, 7.0), 7.0)
         assert requests.get(f"{server.url}/v2/health/ready", timeout=10).status_code == 200
