@@ -71,6 +71,27 @@ $(REPOSITORY)/tabular-regressor/1/modelport.json: $(EXAMPLES_DIR)/.stamp
 serve: install-serve $(if $(filter models,$(REPOSITORY)),example-models)
 	$(SERVE_PY) -m runtime --repository $(REPOSITORY) --host $(HOST) --port $(PORT)
 
+# ---- benchmarks ------------------------------------------------------------------------------
+#   make bench [BENCH_SECONDS=5]   raw onnxruntime, modelport, a bare aiohttp server, MLServer and Flask+TF side
+#                                  by side under wrk -> docs/benchmarks.md + docs/benchmarks.png (~10 min fresh)
+BENCH_SECONDS ?= 5
+BENCH_DIR ?= build/bench
+MLSERVER_VENV := $(VENV)/mlserver
+$(MLSERVER_VENV)/.stamp: bench/requirements-mlserver.txt
+	$(PYTHON) -m venv $(MLSERVER_VENV)
+	$(MLSERVER_VENV)/bin/python -m pip install -q -r bench/requirements-mlserver.txt
+	touch $@
+$(DEV_VENV)/.bench-stamp: bench/requirements.txt $(DEV_VENV)/.stamp
+	$(DEV_PY) -m pip install -q -r bench/requirements.txt
+	touch $@
+$(BENCH_DIR)/.stamp: bench/build_models.py $(DEV_VENV)/.stamp
+	$(DEV_PY) bench/build_models.py $(BENCH_DIR)
+	touch $@
+bench: install-serve $(DEV_VENV)/.bench-stamp $(MLSERVER_VENV)/.stamp $(BENCH_DIR)/.stamp
+	command -v wrk >/dev/null || { $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && \
+		$$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq wrk; }
+	$(DEV_PY) bench/run.py --models $(BENCH_DIR) --seconds $(BENCH_SECONDS)
+
 # ---- images ------------------------------------------------------------------------------------
 #   make image-convert                      the converter image (modelport-convert:latest)
 #   make image [MODEL=path NAME=n ARGS=..]  a serve image with the model baked in (modelport-serve:latest);

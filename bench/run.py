@@ -1,0 +1,553 @@
+# ruff: noqa: RUF001  (the report uses the multiplication sign)
+"""``make bench``: every server side by side in one run, the same wrk load for all, ratios from the same run.
+
+Run with .venv/dev's python after ``bench/build_models.py build/bench``:
+``python bench/run.py --models build/bench --seconds 5 --out docs``. For each model it measures raw onnxruntime
+in-process (a separate process), then starts each server (modelport; a bare aiohttp + onnxruntime server;
+MLServer with a small onnxruntime runtime; Flask + gunicorn + TensorFlow on the original Keras model), records
+the cold start (process start to the first successful inference answer), drives every endpoint with wrk at
+concurrency 1, 8 and 32, records the resident memory of the server's process tree after the load, and stops
+it. Writes docs/benchmarks.md (table, targets, machine) and docs/benchmarks.png, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVE_PY = str(ROOT / ".venv/serve/bin/python")
+DEV_PY = str(ROOT / ".venv/dev/bin/python")
+MLSERVER = str(ROOT / ".venv/mlserver/bin/mlserver")
+GUNICORN = str(ROOT / ".venv/dev/bin/gunicorn")
+CONCURRENCY = (1, 8, 32)
+THREADS = os.cpu_count() or 2
+
+
+@dataclass
+class Endpoint:
+    """One way to ask a server for a prediction: a fixed body POSTed by wrk."""
+
+    api: str
+    path: str
+    body: bytes
+    content_type: str = "application/json"
+    extra_header: str = ""  # "Name: value"
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    command: list[str]
+    endpoints: list[Endpoint]
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path = ROOT
+
+
+@dataclass
+class Cell:
+    model: str
+    server: str
+    api: str
+    concurrency: int
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def process_tree_rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and every descendant (gunicorn and MLServer fork workers)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        todo.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def post(url: str, endpoint: Endpoint, timeout: float = 5.0) -> bool:
+    headers = {"Content-Type": endpoint.content_type}
+    if endpoint.extra_header:
+        name, value = endpoint.extra_header.split(":", 1)
+        headers[name] = value.strip()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, endpoint.body, headers), timeout=timeout) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
+
+
+def run_wrk(url: str, endpoint: Endpoint, concurrency: int, seconds: float, workdir: Path) -> dict:
+    body_file = workdir / f"body-{uuid.uuid4().hex}"
+    body_file.write_bytes(endpoint.body)
+    env = {
+        **os.environ,
+        "BODY_FILE": str(body_file),
+        "CONTENT_TYPE": endpoint.content_type,
+        "EXTRA_HEADER": endpoint.extra_header,
+    }
+    command = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "20s", "-s"]
+    command += [str(ROOT / "bench/wrk_post.lua"), url]
+    try:
+        out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=seconds + 60).stdout
+    finally:
+        body_file.unlink(missing_ok=True)
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result for {url}:\n{out}")
+    return json.loads(line[len("RESULT ") :])
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the server's process group (gunicorn/MLServer workers too), SIGKILL after 15 s."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def measure_server(model: str, server: Server, seconds: float, workdir: Path) -> tuple[list[Cell], dict]:
+    log = open(workdir / f"{model}-{server.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
+    start = time.perf_counter()
+    process = subprocess.Popen(
+        server.command, cwd=server.cwd, env={**os.environ, **server.env}, stdout=log, stderr=log, start_new_session=True
+    )
+    cells: list[Cell] = []
+    info: dict = {"model": model, "server": server.name}
+    try:
+        first = server.endpoints[0]
+        url = f"http://127.0.0.1:{server.port}{first.path}"
+        while not post(url, first):
+            if process.poll() is not None:
+                raise RuntimeError(f"{server.name} exited {process.returncode}; see {log.name}")
+            if time.perf_counter() - start > 180:
+                raise RuntimeError(f"{server.name} gave no answer in 180 s; see {log.name}")
+            time.sleep(0.02)
+        info["cold_start_s"] = time.perf_counter() - start
+        for endpoint in server.endpoints:
+            url = f"http://127.0.0.1:{server.port}{endpoint.path}"
+            if not post(url, endpoint, timeout=30):
+                raise RuntimeError(f"{server.name} {endpoint.api}: the request fails; see {log.name}")
+            run_wrk(url, endpoint, 8, min(1.0, seconds), workdir)  # warm-up
+            for concurrency in CONCURRENCY:
+                r = run_wrk(url, endpoint, concurrency, seconds, workdir)
+                cell = Cell(
+                    model,
+                    server.name,
+                    endpoint.api,
+                    concurrency,
+                    rps=r["requests"] / (r["duration_us"] / 1e6),
+                    p50_ms=r["p50_us"] / 1e3,
+                    p99_ms=r["p99_us"] / 1e3,
+                    errors=r["errors"],
+                )
+                cells.append(cell)
+                print(
+                    f"  {model:12} {server.name:22} {endpoint.api:10} c={concurrency:<3} {cell.rps:9.1f} req/s"
+                    f"  p50 {cell.p50_ms:8.2f} ms  p99 {cell.p99_ms:8.2f} ms  errors {cell.errors}",
+                    flush=True,
+                )
+        info["rss_mb"] = process_tree_rss_mb(process.pid)
+    finally:
+        stop(process)
+        log.close()
+    return cells, info
+
+
+# ---- request bodies --------------------------------------------------------------------------
+def v2_json(name: str, x: np.ndarray) -> bytes:
+    tensor = {"name": name, "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def v2_binary(name: str, x: np.ndarray, output: str) -> tuple[bytes, str]:
+    raw = x.astype("<f4").tobytes()
+    header = {
+        "inputs": [
+            {"name": name, "shape": list(x.shape), "datatype": "FP32", "parameters": {"binary_data_size": len(raw)}}
+        ],
+        "outputs": [{"name": output, "parameters": {"binary_data": True}}],
+    }
+    head = json.dumps(header).encode()
+    return head + raw, f"Inference-Header-Content-Length: {len(head)}"
+
+
+def multipart(field_name: str, filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "modelportbench" + uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
+            f"Content-Type: image/jpeg\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, int]) -> list[Server]:
+    bundle = models_dir / "repo" / model / "1"
+    manifest = json.loads((bundle / "modelport.json").read_text())
+    spec = manifest["inputs"][0]
+    output = manifest["outputs"][0]["name"]
+    shape = [1] + [d for d in spec["shape"][1:]]
+    x = np.random.default_rng(0).random(shape, dtype=np.float32)
+    json_body = v2_json(spec["name"], x)
+    binary_body, binary_header = v2_binary(spec["name"], x, output)
+    infer = f"/v2/models/{model}/infer"
+
+    modelport_endpoints = [
+        Endpoint("V2 JSON", infer, json_body),
+        Endpoint("V2 binary", infer, binary_body, "application/octet-stream", binary_header),
+    ]
+    if manifest.get("image"):
+        body, content_type = multipart("image", "sample.jpg", (models_dir / "sample.jpg").read_bytes())
+        modelport_endpoints.append(Endpoint("image", f"/api/models/{model}/image", body, content_type))
+    else:
+        simple = json.dumps({"inputs": {spec["name"]: x.tolist()}}).encode()
+        modelport_endpoints.append(Endpoint("simple", f"/api/models/{model}/predict", simple))
+
+    modelport = Server(
+        "modelport",
+        ports["modelport"],
+        [
+            SERVE_PY,
+            "-m",
+            "runtime",
+            "--repository",
+            str(models_dir / "repo"),
+            "--model",
+            model,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(ports["modelport"]),
+            "--intra-op-threads",
+            str(THREADS),
+            "--log-level",
+            "warning",
+            "--max-batch-size",
+            "8",
+        ],
+        modelport_endpoints,
+    )
+    bare = Server(
+        "bare aiohttp+ORT",
+        ports["bare"],
+        [
+            SERVE_PY,
+            str(ROOT / "bench/servers/bare_aiohttp.py"),
+            str(bundle / "model.onnx"),
+            model,
+            str(ports["bare"]),
+            str(THREADS),
+        ],
+        [Endpoint("V2 JSON", infer, json_body)],
+    )
+    mlserver_dir = workdir / f"mlserver-{model}"
+    mlserver_dir.mkdir(exist_ok=True)
+    settings = {
+        "parallel_workers": 0,
+        "host": "127.0.0.1",
+        "http_port": ports["mlserver"],
+        "grpc_port": free_port(),
+        "metrics_port": free_port(),
+    }
+    (mlserver_dir / "settings.json").write_text(json.dumps(settings))
+    model_settings = {
+        "name": model,
+        "implementation": "mlserver_ort.OrtRuntime",
+        "parameters": {"uri": str(bundle / "model.onnx")},
+    }
+    (mlserver_dir / "model-settings.json").write_text(json.dumps(model_settings))
+    mlserver = Server(
+        "MLServer (workers=0)",
+        ports["mlserver"],
+        [MLSERVER, "start", str(mlserver_dir)],
+        [Endpoint("V2 JSON", infer, json_body)],
+        env={"PYTHONPATH": str(ROOT / "bench/servers"), "ORT_THREADS": str(THREADS)},
+    )
+    flask = Server(
+        "Flask+TF (gunicorn)",
+        ports["flask"],
+        [
+            GUNICORN,
+            "-w",
+            "1",
+            "-b",
+            f"127.0.0.1:{ports['flask']}",
+            "--chdir",
+            str(ROOT / "bench/servers"),
+            "--timeout",
+            "120",
+            "flask_tf:app",
+        ],
+        [Endpoint("JSON", "/predict", json.dumps({"instances": x.tolist()}).encode())],
+        env={"KERAS_MODEL": str(models_dir / f"{model}.keras"), "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    return [modelport, bare, mlserver, flask] if model == "mlp" else [modelport, mlserver, flask]
+
+
+def raw_ort(model: str, models_dir: Path, seconds: float) -> dict:
+    path = models_dir / "repo" / model / "1" / "model.onnx"
+    command = [SERVE_PY, str(ROOT / "bench/raw_ort.py"), str(path), str(seconds), str(THREADS)]
+    result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    result["best_rows_per_s"] = max(result["rows_per_s"].values())
+    print(
+        f"  {model:12} {'raw onnxruntime':22} {'in-process':10} c=1   {result['rps']:9.1f} req/s"
+        f"  p50 {result['p50_ms']:8.3f} ms  best batched {result['best_rows_per_s']:.1f} rows/s",
+        flush=True,
+    )
+    return result
+
+
+# ---- report ------------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if "model name" in line
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30),
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load_start": os.getloadavg(),
+        "python": platform.python_version(),
+    }
+
+
+def find(cells: list[Cell], model: str, server: str, api: str, c: int) -> Cell | None:
+    return next(
+        (x for x in cells if (x.model, x.server, x.api, x.concurrency) == (model, server, api, c)),
+        None,
+    )
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a and b else None
+
+
+def targets(cells: list[Cell], raw: dict, infos: dict) -> list[tuple[str, str, bool | None]]:
+    """Issue 6's targets, each as (what, measured, met)."""
+    out: list[tuple[str, str, bool | None]] = []
+
+    def add(text: str, value: float | None, goal: float, higher: bool = True, unit: str = "×") -> None:
+        if value is None:
+            out.append((text, "not measured", None))
+            return
+        out.append((text, f"{value:.2f}{unit}", value >= goal if higher else value <= goal))
+
+    mp = find(cells, "mlp", "modelport", "V2 JSON", 8)
+    ml = find(cells, "mlp", "MLServer (workers=0)", "V2 JSON", 8)
+    bare = find(cells, "mlp", "bare aiohttp+ORT", "V2 JSON", 8)
+    add("MLP V2 JSON c=8 vs MLServer best (≥ 2×)", ratio(mp and mp.rps, ml and ml.rps), 2.0)
+    add("MLP V2 JSON c=8 vs bare aiohttp+ORT (≥ 0.8×)", ratio(mp and mp.rps, bare and bare.rps), 0.8)
+    net = "mobilenetv2"
+    base = raw.get(net, {})
+    for api in ("V2 binary", "image"):
+        c1 = find(cells, net, "modelport", api, 1)
+        add(f"MobileNetV2 {api} c=1 p50 vs raw ORT (≤ 1.25×)", ratio(c1 and c1.p50_ms, base.get("p50_ms")), 1.25, False)
+    for api in ("V2 binary", "image"):
+        c8 = find(cells, net, "modelport", api, 8)
+        text = f"MobileNetV2 {api} c=8 vs raw ORT best in-process throughput (≥ 0.9×)"
+        add(text, ratio(c8 and c8.rps, base.get("best_rows_per_s")), 0.9)
+    best_mp = max(
+        (x.rps for x in cells if x.model == net and x.server == "modelport" and x.api != "V2 JSON"), default=0
+    )
+    best_flask = max((x.rps for x in cells if x.model == net and x.server.startswith("Flask")), default=0)
+    add("MobileNetV2 best throughput vs Flask+TF (≥ 10×)", ratio(best_mp, best_flask), 10.0)
+    mp_info = infos.get((net, "modelport"), {})
+    flask_info = infos.get((net, "Flask+TF (gunicorn)"), {})
+    add("modelport cold start, MobileNetV2 (≤ 1 s)", mp_info.get("cold_start_s"), 1.0, False, " s")
+    add(
+        "modelport RSS vs Flask+TF, MobileNetV2 (≤ 0.25×)",
+        ratio(mp_info.get("rss_mb"), flask_info.get("rss_mb")),
+        0.25,
+        False,
+    )
+    return out
+
+
+def table(cells: list[Cell], raw: dict, infos: dict) -> str:
+    lines = []
+    for model in dict.fromkeys(x.model for x in cells):
+        r = raw[model]
+        lines += [
+            f"### {model}",
+            "",
+            "| server · API | c=1 req/s (p50 / p99 ms) | c=8 req/s (p50 / p99 ms) | c=32 req/s (p50 / p99 ms) "
+            "| errors | × raw ORT best | × MLServer (c=8) | × Flask+TF (c=8) | cold start | RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| raw onnxruntime, in-process, {THREADS} threads | {r['rps']:.0f} ({r['p50_ms']:.3f} / {r['p99_ms']:.3f})"
+            f" | best batched: {r['best_rows_per_s']:.0f} rows/s | | 0 | 1.00 | | | | |",
+        ]
+        ml8 = find(cells, model, "MLServer (workers=0)", "V2 JSON", 8)
+        fl8 = find(cells, model, "Flask+TF (gunicorn)", "JSON", 8)
+        for server, api in dict.fromkeys((x.server, x.api) for x in cells if x.model == model):
+            row = [find(cells, model, server, api, c) for c in CONCURRENCY]
+            parts = [f"{x.rps:.0f} ({x.p50_ms:.2f} / {x.p99_ms:.2f})" if x else "" for x in row]
+            c8 = row[1]
+            info = infos.get((model, server), {})
+
+            def fmt(value: float | None) -> str:
+                return f"{value:.2f}" if value else ""
+
+            lines.append(
+                f"| {server} · {api} | {' | '.join(parts)} | {sum(x.errors for x in row if x)}"
+                f" | {fmt(ratio(max(x.rps for x in row if x), r['best_rows_per_s']))}"
+                f" | {fmt(ratio(c8 and c8.rps, ml8 and ml8.rps))} | {fmt(ratio(c8 and c8.rps, fl8 and fl8.rps))}"
+                f" | {info.get('cold_start_s', 0):.2f} s | {info.get('rss_mb', 0):.0f} MB |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(cells: list[Cell], raw: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(x.model for x in cells))
+    fig, axes = plt.subplots(1, len(models), figsize=(7 * len(models), 5))
+    for ax, model in zip(np.atleast_1d(axes), models, strict=True):
+        labels = list(dict.fromkeys(f"{x.server}\n{x.api}" for x in cells if x.model == model))
+        width = 0.8 / len(CONCURRENCY)
+        for i, c in enumerate(CONCURRENCY):
+            values = [
+                next(
+                    (
+                        x.rps
+                        for x in cells
+                        if x.model == model and f"{x.server}\n{x.api}" == label and x.concurrency == c
+                    ),
+                    0,
+                )
+                for label in labels
+            ]
+            ax.bar(np.arange(len(labels)) + i * width, values, width, label=f"c={c}")
+        ax.axhline(raw[model]["best_rows_per_s"], color="k", linestyle="--", label="raw ORT best (rows/s)")
+        ax.set_xticks(np.arange(len(labels)) + width, labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("requests/s (log)")
+        ax.set_title(model)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def write_report(out: Path, cells: list[Cell], raw: dict, infos: dict, host: dict, seconds: float) -> str:
+    goals = targets(cells, raw, infos)
+    verdict = {True: "met", False: "**not met**", None: "not measured"}
+    notes = ROOT / "bench/notes.md"
+    text = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            "Generated by `make bench` (bench/run.py); do not edit by hand — notes come from bench/notes.md.",
+            "",
+            f"**Machine:** {host['cpu']}, {host['cores']} cores, {host['memory_gb']} GiB; Python {host['python']}; "
+            f"{host['date']}; load average at start {host['load_start'][0]:.2f}, at end {os.getloadavg()[0]:.2f} "
+            "(the machine is shared: figures from a loaded machine are lower and noisier).",
+            "",
+            f"**Method:** wrk 4.1 (`-t1`, Lua POST script bench/wrk_post.lua) in its own process, the same for every "
+            f"server; {seconds:g} s per cell after a 1 s warm-up; concurrency = open connections. Every server uses "
+            f"{THREADS} onnxruntime intra-op threads. Cold start: process start to the first successful inference "
+            "answer. RSS: the server's whole process tree after the load. Random-weight models (bench/build_models.py) "
+            "converted by `python -m convert`; the Flask service loads the original Keras model.",
+            "",
+            "![throughput](benchmarks.png)",
+            "",
+            table(cells, raw, infos),
+            "## Targets (issue 6), ratios from this run",
+            "",
+            "| target | measured | |",
+            "|---|---|---|",
+            *[f"| {what} | {value} | {verdict[met]} |" for what, value, met in goals],
+            "",
+            notes.read_text() if notes.is_file() else "",
+        ]
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmarks.md").write_text(text)
+    plot(cells, raw, out / "benchmarks.png")
+    return text
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--models", type=Path, default=ROOT / "build/bench")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs")
+    parser.add_argument("--only", nargs="*", default=None, help="model names to run (default: all)")
+    parser.add_argument("--servers", nargs="*", default=None, help="server names to run (default: all)")
+    args = parser.parse_args()
+    host = machine()
+    workdir = args.models / "run"
+    workdir.mkdir(parents=True, exist_ok=True)
+    cells: list[Cell] = []
+    raw: dict = {}
+    infos: dict = {}
+    for model in args.only or ["mlp", "mobilenetv2"]:
+        raw[model] = raw_ort(model, args.models, args.seconds)
+        ports = {key: free_port() for key in ("modelport", "bare", "mlserver", "flask")}
+        for server in servers_for(model, args.models, workdir, ports):
+            if args.servers and not any(server.name.startswith(s) for s in args.servers):
+                continue
+            server_cells, info = measure_server(model, server, args.seconds, workdir)
+            cells += server_cells
+            infos[(model, server.name)] = info
+            print(f"  {model:12} {server.name:22} cold start {info['cold_start_s']:.2f} s, RSS {info['rss_mb']:.0f} MB")
+    (args.models / "results.json").write_text(
+        json.dumps({"cells": [c.__dict__ for c in cells], "raw": raw, "servers": list(infos.values()), "host": host})
+    )
+    print(write_report(args.out, cells, raw, infos, host, args.seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""A bare aiohttp + onnxruntime V2 JSON server with no features: the ceiling aiohttp itself allows.
+
+``python bench/servers/bare_aiohttp.py MODEL.onnx NAME PORT THREADS`` (run with .venv/serve's python).
+No validation, metrics, logging, batching or thread pool: onnxruntime runs on the event loop.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+from aiohttp import web
+
+
+def main() -> None:
+    path, name, port, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    outputs = [o.name for o in session.get_outputs()]
+
+    async def infer(request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        feeds = {t["name"]: np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]) for t in body["inputs"]}
+        results = session.run(outputs, feeds)
+        answer = {
+            "model_name": name,
+            "outputs": [
+                {"name": n, "datatype": "FP32", "shape": list(r.shape), "data": r.ravel().tolist()}
+                for n, r in zip(outputs, results, strict=True)
+            ],
+        }
+        return web.Response(body=orjson.dumps(answer), content_type="application/json")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post(f"/v2/models/{name}/infer", infer)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()
