@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
             app,
             host=settings.host,
             port=settings.port,
-            shutdown_timeout=settings.shutdown_grace,
+            # aiohttp spends shutdown_timeout twice (waiting for handlers, then for cancelled ones):
+            # half each keeps the whole shutdown within --shutdown-grace (plus one running inference).
+            shutdown_timeout=settings.shutdown_grace / 2,
             access_log=None,
             print=None,
         )
