@@ -1,13 +1,15 @@
 """Raw onnxruntime in-process, the limit: ``python bench/raw_ort.py MODEL.onnx SECONDS THREADS`` prints JSON.
 
-``latency``: batch-1 calls back to back (what c=1 over HTTP could at best reach); ``throughput``: the best
-rows/s over batch sizes 1, 8 and 32 (what adaptive batching could at best reach).
+``latency``: batch-1 calls back to back (what c=1 over HTTP could at best reach); ``rows_per_s``: rows/s with
+batch sizes 1, 8 and 32 (what adaptive batching could at best reach); ``threaded``: batch-1 calls from 8 threads
+sharing one session (onnxruntime releases the GIL), what concurrent requests without batching could reach.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
 
 import numpy as np
@@ -21,6 +23,20 @@ def loop(session: ort.InferenceSession, feeds: dict, seconds: float) -> list[flo
         session.run(None, feeds)
         times.append(time.perf_counter() - now)
     return times
+
+
+def threaded(session: ort.InferenceSession, feeds: dict, seconds: float, threads: int) -> float:
+    counts = [0] * threads
+
+    def work(index: int) -> None:
+        counts[index] = len(loop(session, feeds, seconds))
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return sum(counts) / seconds
 
 
 def main() -> None:
@@ -40,6 +56,7 @@ def main() -> None:
     for batch in (1, 8, 32):
         runs = loop(session, feeds(batch), seconds / 3)
         best[batch] = batch * len(runs) / sum(runs)
+    concurrent = threaded(session, feeds(1), seconds / 3, 8)
     print(
         json.dumps(
             {
@@ -47,6 +64,7 @@ def main() -> None:
                 "p50_ms": float(np.percentile(times, 50) * 1e3),
                 "p99_ms": float(np.percentile(times, 99) * 1e3),
                 "rows_per_s": best,
+                "threaded_c8_rps": concurrent,
             }
         )
     )
