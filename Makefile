@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman || echo docker))
 
-.PHONY: example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml
+.PHONY: example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty
 
 install: install-serve install-dev
 
@@ -97,6 +97,7 @@ bench: install-serve $(DEV_VENV)/.bench-stamp $(MLSERVER_VENV)/.stamp $(BENCH_DI
 #   make image [MODEL=path NAME=n ARGS=..]  a serve image with the model baked in (modelport-serve:latest);
 #                                           no MODEL: the example image classifier
 #   make image-pmml MODEL=x.pmml NAME=n     a PMML serve image (JRE + pypmml, no onnxruntime)
+#   make image-empty                        a serve image with no model, fetched at start (modelport-serve-empty)
 # ENGINE=docker|podman (auto-detected). Paths in ARGS are seen inside the build as /context/<path>.
 CONVERT_TAG ?= modelport-convert:latest
 TAG ?= modelport-serve:latest
@@ -120,6 +121,12 @@ image: image-convert $(if $(MODEL),,examples)
 	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.serve --target serve -t $(TAG) \
 		--build-arg CONVERT_IMAGE=$(CONVERT_TAG) --build-arg SOURCE="$(IMAGE_MODEL)" \
 		--build-arg NAME="$(IMAGE_NAME)" --build-arg CONVERT_ARGS="$(IMAGE_ARGS)" .
+
+# A serve image with no model: it fetches an ONNX model at start from XQUERY_ADDR + MODEL_ID (or MODEL_URL).
+EMPTY_TAG ?= modelport-serve-empty:latest
+image-empty: image-convert
+	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.serve --target serve -t $(EMPTY_TAG) \
+		--build-arg CONVERT_IMAGE=$(CONVERT_TAG) .
 
 image-pmml: image-convert
 	@test -n "$(MODEL)" || { echo "usage: make image-pmml MODEL=path/to/model.pmml|sklearn.pkl NAME=name" >&2; exit 64; }

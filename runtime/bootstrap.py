@@ -8,7 +8,8 @@
 2. When the model repository holds no model and ``XQUERY_ADDR`` + ``MODEL_ID`` (or ``MODEL_URL``)
    are set, the model is fetched once, with the same retries and archive checks as the converter,
    and laid out as ``REPO/NAME/1/model.onnx`` (or ``model.pmml``). Only ONNX and PMML are served
-   as they are; anything else must go through ``convert`` first.
+   as they are; anything else must go through ``convert`` first. With no model and nothing to
+   fetch, the start fails with a message saying so (exit status 2).
 3. The server replaces this process (``exec``), so signals reach it directly.
 
 Standard library only, plus ``runtime.artifacts``.
@@ -112,15 +113,35 @@ def prepare(env: Mapping[str, str]) -> None:
     if env.get("HOSTS"):
         apply_hosts(env["HOSTS"])
     repository = Path(env.get("MODEL_REPOSITORY", "/models"))
-    wants_fetch = env.get("MODEL_URL") or (artifacts.repository_configured(env) and env.get("MODEL_ID"))
-    if wants_fetch and not has_models(repository):
+    if has_models(repository):
+        return
+    if env.get("MODEL_URL") or (artifacts.repository_configured(env) and env.get("MODEL_ID")):
         fetch_into(repository, env)
+        return
+    # The server cannot load models later, so an empty start would only ever answer 404s.
+    raise BootstrapError(
+        f"no model in {repository}: bake one in (make image MODEL=... NAME=...) or set XQUERY_ADDR + MODEL_ID "
+        "(+ MODEL_VERSION, GUID) or MODEL_URL to fetch an ONNX or PMML model at start"
+    )
+
+
+def repository_from_args(argv: list[str]) -> str | None:
+    """The server's ``--repository`` flag, which wins over MODEL_REPOSITORY (as it does in the server)."""
+    for i, arg in enumerate(argv):
+        if arg == "--repository" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--repository="):
+            return arg.partition("=")[2]
+    return None
 
 
 def main(argv: list[str]) -> None:
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO").upper(), format="%(asctime)s %(name)s %(message)s")
+    env = dict(os.environ)
+    if repository := repository_from_args(argv):
+        env["MODEL_REPOSITORY"] = repository
     try:
-        prepare(os.environ)
+        prepare(env)
     except BootstrapError as exc:
         log.error("start-up failed: %s", exc)
         sys.exit(2)

@@ -89,3 +89,15 @@ def test_fetch_of_a_non_servable_format_fails_clearly(tmp_path: Path) -> None:
             with pytest.raises(bootstrap.BootstrapError, match=r"\.onnx or \.pmml.*model\.h5"):
                 bootstrap.prepare(env)
     assert not (tmp_path / "models" / "5").exists()
+
+
+def test_empty_repository_with_nothing_to_fetch_fails_clearly(tmp_path: Path) -> None:
+    env = {"MODEL_REPOSITORY": str(tmp_path / "models"), "PATH": os.environ.get("PATH", "")}
+    with pytest.raises(bootstrap.BootstrapError, match=r"no model in .*models.*XQUERY_ADDR \+ MODEL_ID"):
+        bootstrap.prepare(env)
+
+
+def test_repository_flag_wins_over_the_environment() -> None:
+    assert bootstrap.repository_from_args(["--port", "5001", "--repository", "/srv/models"]) == "/srv/models"
+    assert bootstrap.repository_from_args(["--repository=/srv/m"]) == "/srv/m"
+    assert bootstrap.repository_from_args(["--port", "5001"]) is None
