@@ -4,6 +4,8 @@ the old model repository when none was baked in, then serving it with the real s
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -101,3 +103,17 @@ def test_repository_flag_wins_over_the_environment() -> None:
     assert bootstrap.repository_from_args(["--port", "5001", "--repository", "/srv/models"]) == "/srv/models"
     assert bootstrap.repository_from_args(["--repository=/srv/m"]) == "/srv/m"
     assert bootstrap.repository_from_args(["--port", "5001"]) is None
+
+
+def test_entrypoint_exits_2_naming_the_empty_repository(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("XQUERY_ADDR", "MODEL_ID", "MODEL_URL")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    result = subprocess.run(
+        [sys.executable, "-m", "runtime.bootstrap", "--repository", str(tmp_path / "empty"), "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"no model in {tmp_path / 'empty'}" in result.stderr
