@@ -445,14 +445,15 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             f"### {model}",
             "",
             "| server · API | c=1 req/s (p50 / p99 ms) | c=8 req/s (p50 / p99 ms) | c=32 req/s (p50 / p99 ms) "
-            "| errors | × raw ORT best | × MLServer (c=8) | × Flask+TF (c=8) | cold start | RSS |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| errors | × raw ORT best | × bare (c=8) | × MLServer (c=8) | × Flask+TF (c=8) | cold start | RSS |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             f"| raw onnxruntime, in-process, {THREADS} threads | {r['rps']:.0f} ({r['p50_ms']:.3f} / {r['p99_ms']:.3f})"
             f" | 8 threads, batch 1: {r['threaded_c8_rps']:.0f} | best in-process (batched or threaded): "
-            f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1.00 | | | | |",
+            f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | |",
         ]
         ml8 = find(cells, model, "MLServer (workers=0)", "V2 JSON", 8)
         fl8 = find(cells, model, "Flask+TF (gunicorn)", "JSON", 8)
+        bare8 = find(cells, model, "bare aiohttp+ORT", "V2 JSON", 8)
         for server, api in dict.fromkeys((x.server, x.api) for x in cells if x.model == model):
             row = [find(cells, model, server, api, c) for c in CONCURRENCY]
             parts = [f"{x.rps:.0f} ({x.p50_ms:.2f} / {x.p99_ms:.2f})" if x else "" for x in row]
@@ -460,11 +461,12 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             info = infos.get((model, server), {})
 
             def fmt(value: float | None) -> str:
-                return f"{value:.2f}" if value else ""
+                return f"{value:.3g}" if value else ""
 
             lines.append(
                 f"| {server} · {api} | {' | '.join(parts)} | {sum(x.errors for x in row if x)}"
                 f" | {fmt(ratio(max(x.rps for x in row if x), r['best_rows_per_s']))}"
+                f" | {fmt(ratio(c8 and c8.rps, bare8 and bare8.rps))}"
                 f" | {fmt(ratio(c8 and c8.rps, ml8 and ml8.rps))} | {fmt(ratio(c8 and c8.rps, fl8 and fl8.rps))}"
                 f" | {info.get('cold_start_s', 0):.2f} s | {info.get('rss_mb', 0):.0f} MB |"
             )
