@@ -499,6 +499,7 @@ def plot(cells: list[Cell], raw: dict, path: Path) -> None:
             ]
             ax.bar(np.arange(len(labels)) + i * width, values, width, label=f"c={c}")
         ax.axhline(raw[model]["best_rows_per_s"], color="k", linestyle="--", label="raw ORT best (rows/s)")
+        ax.axhline(raw[model]["rps"], color="grey", linestyle=":", label="raw ORT batch-1 loop (req/s)")
         ax.set_xticks(np.arange(len(labels)) + width, labels, rotation=45, ha="right", fontsize=7)
         ax.set_yscale("log")
         ax.set_ylabel("requests/s (log)")
