@@ -156,7 +156,7 @@ def measure_server(model: str, server: Server, seconds: float, workdir: Path) ->
         server.command, cwd=server.cwd, env={**os.environ, **server.env}, stdout=log, stderr=log, start_new_session=True
     )
     cells: list[Cell] = []
-    info: dict = {"model": model, "server": server.name}
+    info: dict = {"model": model, "server": server.name, "load": os.getloadavg()[0]}
     try:
         first = server.endpoints[0]
         url = f"http://127.0.0.1:{server.port}{first.path}"
@@ -354,6 +354,7 @@ def raw_ort(model: str, models_dir: Path, seconds: float) -> dict:
     command = [SERVE_PY, str(ROOT / "bench/raw_ort.py"), str(path), str(seconds), str(THREADS)]
     result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     result["best_rows_per_s"] = max(*result["rows_per_s"].values(), result["threaded_c8_rps"])
+    result["load"] = os.getloadavg()[0]
     print(
         f"  {model:12} {'raw onnxruntime':22} {'in-process':10} c=1   {result['rps']:9.1f} req/s"
         f"  p50 {result['p50_ms']:8.3f} ms  8 threads {result['threaded_c8_rps']:.1f} req/s"
@@ -437,6 +438,10 @@ def targets(cells: list[Cell], raw: dict, infos: dict) -> list[tuple[str, str, b
     return out
 
 
+def fmt(value: float | None) -> str:
+    return f"{value:.3g}" if value else ""
+
+
 def table(cells: list[Cell], raw: dict, infos: dict) -> str:
     lines = []
     for model in dict.fromkeys(x.model for x in cells):
@@ -445,12 +450,19 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             f"### {model}",
             "",
             "| server · API | c=1 req/s (p50 / p99 ms) | c=8 req/s (p50 / p99 ms) | c=32 req/s (p50 / p99 ms) "
-            "| errors | × raw ORT best | × bare (c=8) | × MLServer (c=8) | × Flask+TF (c=8) | cold start | RSS |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| errors | × raw ORT best | × bare (c=8) | × MLServer (c=8) | × Flask (c=8) | cold start | RSS | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| raw onnxruntime, in-process, {THREADS} threads | {r['rps']:.0f} ({r['p50_ms']:.3f} / {r['p99_ms']:.3f})"
             f" | 8 threads, batch 1: {r['threaded_c8_rps']:.0f} | best in-process (batched or threaded): "
-            f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | |",
+            f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | | {r.get('load', 0):.1f} |",
         ]
+        if "after" in r:
+            a = r["after"]
+            lines.append(
+                f"| raw onnxruntime again, after the servers | {a['rps']:.0f} ({a['p50_ms']:.3f} / {a['p99_ms']:.3f})"
+                f" | 8 threads, batch 1: {a['threaded_c8_rps']:.0f} | best in-process: {a['best_rows_per_s']:.0f} "
+                f"rows/s | 0 | {fmt(ratio(a['best_rows_per_s'], r['best_rows_per_s']))} | | | | | | {a['load']:.1f} |"
+            )
         ml8 = find(cells, model, "MLServer (workers=0)", "V2 JSON", 8)
         fl8 = find(cells, model, "Flask+TF (gunicorn)", "JSON", 8)
         bare8 = find(cells, model, "bare aiohttp+ORT", "V2 JSON", 8)
@@ -460,15 +472,12 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             c8 = row[1]
             info = infos.get((model, server), {})
 
-            def fmt(value: float | None) -> str:
-                return f"{value:.3g}" if value else ""
-
             lines.append(
                 f"| {server} · {api} | {' | '.join(parts)} | {sum(x.errors for x in row if x)}"
                 f" | {fmt(ratio(max(x.rps for x in row if x), r['best_rows_per_s']))}"
                 f" | {fmt(ratio(c8 and c8.rps, bare8 and bare8.rps))}"
                 f" | {fmt(ratio(c8 and c8.rps, ml8 and ml8.rps))} | {fmt(ratio(c8 and c8.rps, fl8 and fl8.rps))}"
-                f" | {info.get('cold_start_s', 0):.2f} s | {info.get('rss_mb', 0):.0f} MB |"
+                f" | {info.get('cold_start_s', 0):.2f} s | {info.get('rss_mb', 0):.0f} MB | {info.get('load', 0):.1f} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -626,6 +635,9 @@ def main() -> int:
             cells += server_cells
             infos[(model, server.name)] = info
             print(f"  {model:12} {server.name:22} cold start {info['cold_start_s']:.2f} s, RSS {info['rss_mb']:.0f} MB")
+        # The machine is shared: the limit measured again after the servers shows how much the load drifted.
+        raw[model]["after"] = raw_ort(model, args.models, args.seconds)
+
     (args.models / "results.json").write_text(
         json.dumps({"cells": [c.__dict__ for c in cells], "raw": raw, "servers": list(infos.values()), "host": host})
     )
