@@ -43,6 +43,7 @@ def main() -> None:
     path, seconds, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     spec = session.get_inputs()[0]
     row = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape[1:]]

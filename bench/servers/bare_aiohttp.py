@@ -18,6 +18,7 @@ def main() -> None:
     path, name, port, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     outputs = [o.name for o in session.get_outputs()]
 

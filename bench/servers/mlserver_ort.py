@@ -19,6 +19,7 @@ class OrtRuntime(MLModel):
     async def load(self) -> bool:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("ORT_THREADS", "2"))
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
         self._session = ort.InferenceSession(self.settings.parameters.uri, options, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
         return True

@@ -56,6 +56,10 @@ def session_options(options: EngineOptions) -> ort.SessionOptions:
     so.inter_op_num_threads = options.inter_op_threads
     so.graph_optimization_level = OPTIMIZATION_LEVELS[options.graph_optimization]
     so.log_severity_level = 3  # errors only: load warnings would otherwise print per model
+    # No spin-waiting in the intra-op pool: spinning threads burn the cores the event loop, the image decoder
+    # and the other intra-op thread need. On 2 shared cores (make bench, MobileNetV2 V2 binary, same run):
+    # c=1 p50 57-62 -> 22-30 ms, c=8 21 -> 35-45 req/s; MLP V2 JSON c=8 unchanged or better.
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
 
