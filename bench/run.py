@@ -442,6 +442,11 @@ def fmt(value: float | None) -> str:
     return f"{value:.3g}" if value else ""
 
 
+def fmt_load(record: dict) -> str:
+    """The 1-minute load average when the row started (runs saved before it was recorded have none)."""
+    return f"{record['load']:.1f}" if "load" in record else ""
+
+
 def table(cells: list[Cell], raw: dict, infos: dict) -> str:
     lines = []
     for model in dict.fromkeys(x.model for x in cells):
@@ -454,7 +459,7 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| raw onnxruntime, in-process, {THREADS} threads | {r['rps']:.0f} ({r['p50_ms']:.3f} / {r['p99_ms']:.3f})"
             f" | 8 threads, batch 1: {r['threaded_c8_rps']:.0f} | best in-process (batched or threaded): "
-            f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | | {r.get('load', 0):.1f} |",
+            f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | | {fmt_load(r)} |",
         ]
         if "after" in r:
             a = r["after"]
@@ -477,7 +482,7 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
                 f" | {fmt(ratio(max(x.rps for x in row if x), r['best_rows_per_s']))}"
                 f" | {fmt(ratio(c8 and c8.rps, bare8 and bare8.rps))}"
                 f" | {fmt(ratio(c8 and c8.rps, ml8 and ml8.rps))} | {fmt(ratio(c8 and c8.rps, fl8 and fl8.rps))}"
-                f" | {info.get('cold_start_s', 0):.2f} s | {info.get('rss_mb', 0):.0f} MB | {info.get('load', 0):.1f} |"
+                f" | {info.get('cold_start_s', 0):.2f} s | {info.get('rss_mb', 0):.0f} MB | {fmt_load(info)} |"
             )
         lines.append("")
     return "\n".join(lines)
