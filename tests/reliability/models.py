@@ -16,6 +16,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime.manifest import ImagePreprocessing, Manifest, TensorSpec
+from tests.runtime.models import slow as slow_model
 
 OPSET = 17
 RNG = np.random.default_rng(7)
@@ -57,47 +58,8 @@ def mlp_graph() -> onnx.ModelProto:
 
 
 def slow_graph(iterations: int, size: int = 384) -> onnx.ModelProto:
-    """y = x + 0 * sum(tanh(M @ W) repeated ``iterations`` times), M seeded from x so nothing folds away."""
-    body = helper.make_graph(
-        [
-            helper.make_node("MatMul", ["m_in", "w"], ["mm"]),
-            helper.make_node("Tanh", ["mm"], ["m_out"]),
-            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-        ],
-        "body",
-        [
-            helper.make_tensor_value_info("i", TensorProto.INT64, []),
-            helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("m_in", TensorProto.FLOAT, [size, size]),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []),
-            helper.make_tensor_value_info("m_out", TensorProto.FLOAT, [size, size]),
-        ],
-    )
-    inits = [
-        numpy_helper.from_array(np.array(iterations, dtype=np.int64), "trips"),
-        numpy_helper.from_array(np.array(True), "cond"),
-        numpy_helper.from_array(np.array([size, size], dtype=np.int64), "square"),
-        numpy_helper.from_array((RNG.standard_normal((size, size)) / np.sqrt(size)).astype(np.float32), "w"),
-        numpy_helper.from_array(np.array(0.0, dtype=np.float32), "zero"),
-    ]
-    nodes = [
-        helper.make_node("ReduceMean", ["x"], ["seed"], keepdims=0),
-        helper.make_node("Expand", ["seed", "square"], ["m0"]),
-        helper.make_node("Loop", ["trips", "cond", "m0"], ["m_final"], body=body),
-        helper.make_node("ReduceSum", ["m_final"], ["total"], keepdims=0),
-        helper.make_node("Mul", ["total", "zero"], ["nothing"]),
-        helper.make_node("Add", ["x", "nothing"], ["y"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
-        inits,
-    )
-    return _model(graph)
+    """y = x + 0 * sum(tanh(M @ W) repeated ``iterations`` times): the runtime tests' slow model."""
+    return slow_model(iterations, size)
 
 
 def vision_graph() -> onnx.ModelProto:
