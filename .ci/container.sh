@@ -72,7 +72,9 @@ fi
 $ENGINE stop -t 30 mp-ci-onnx >/dev/null
 code=$($ENGINE inspect --format '{{.State.ExitCode}}' mp-ci-onnx)
 [ "$code" = 0 ] && ok "SIGTERM: exited 0" || { $ENGINE logs mp-ci-onnx | tail -20; fail "SIGTERM: exit code $code"; }
-$ENGINE logs mp-ci-onnx 2>&1 | grep -q '"GET /v2/health/ready\|/v2/health/ready' && ok "access log written unbuffered" || fail "no access log lines in the container log"
+# Logs are read whole first: `podman logs | grep -q` under pipefail fails when grep exits early (SIGPIPE).
+logs=$($ENGINE logs mp-ci-onnx 2>&1)
+grep -q 'runtime.access: GET /v2/health/ready' <<<"$logs" && ok "access log written unbuffered" || fail "no access log lines in the container log"
 
 stage "fetch at start (an image with no model, the old model repository served from the host)"
 b0=$(date +%s)
@@ -91,12 +93,13 @@ hport=$(free_port); fport=$(free_port)
 $ENGINE run -d --name mp-ci-fetch --network host --add-host legacy-repo:127.0.0.1 -e PORT="$fport" -e HOST=127.0.0.1 \
   -e XQUERY_ADDR="http://legacy-repo:$hport/model.zip" -e MODEL_ID=42 -e MODEL_VERSION=3 -e GUID=ci-guid \
   -e MODEL_NAME=fetched -e "HOSTS=10.9.8.7<->other-host" modelport-serve-empty:latest >/dev/null
-if wait_ready "http://127.0.0.1:$fport" 90 && curl -fsS "http://127.0.0.1:$fport/v2/models/fetched" | grep -q '"inputs"'; then
+if wait_ready "http://127.0.0.1:$fport" 90 && [[ $(curl -fsS "http://127.0.0.1:$fport/v2/models/fetched") == *'"inputs"'* ]]; then
   ok "model fetched from the model repository (XQUERY_ADDR, MODEL_ID, ...) at start and served"
 else
   $ENGINE logs mp-ci-fetch | tail -20; fail "fetch at start"
 fi
-$ENGINE logs mp-ci-fetch 2>&1 | grep -q "add-host other-host:10.9.8.7" && ok "HOSTS without permission: logged the --add-host equivalent" || fail "HOSTS not handled"
+logs=$($ENGINE logs mp-ci-fetch 2>&1)
+grep -q "add-host other-host:10.9.8.7" <<<"$logs" && ok "HOSTS without permission: logged the --add-host equivalent" || fail "HOSTS not handled"
 $ENGINE rm -f mp-ci-fetch >/dev/null; kill "$http_pid" 2>/dev/null; http_pid=
 
 stage "PMML serve image (hand-written regression)"
