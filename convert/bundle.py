@@ -15,26 +15,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from bundle.datatypes import Datatype
+from bundle.manifest import MODEL_FILES, Manifest, TensorSpec, sha256_file
 from convert.errors import ConversionError
-from runtime.manifest import MODEL_FILES, Manifest, TensorSpec, sha256_file
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 VERSION_PATTERN = re.compile(r"^[1-9][0-9]{0,17}$")
-TRITON_TYPES = {
-    "BOOL": "TYPE_BOOL",
-    "UINT8": "TYPE_UINT8",
-    "UINT16": "TYPE_UINT16",
-    "UINT32": "TYPE_UINT32",
-    "UINT64": "TYPE_UINT64",
-    "INT8": "TYPE_INT8",
-    "INT16": "TYPE_INT16",
-    "INT32": "TYPE_INT32",
-    "INT64": "TYPE_INT64",
-    "FP16": "TYPE_FP16",
-    "FP32": "TYPE_FP32",
-    "FP64": "TYPE_FP64",
-    "BYTES": "TYPE_STRING",
-}
 
 
 class BundleError(ConversionError):
@@ -161,7 +147,7 @@ def _quote(text: str) -> str:
 
 def _tensor_config(spec: TensorSpec, batched: bool) -> str:
     dims = spec.shape[1:] if batched else spec.shape
-    body = [f"    name: {_quote(spec.name)}", f"    data_type: {TRITON_TYPES[spec.datatype]}"]
+    body = [f"    name: {_quote(spec.name)}", f"    data_type: {Datatype(spec.datatype).info.triton}"]
     if dims:
         body.append(f"    dims: [ {', '.join(str(d) for d in dims)} ]")
     else:  # Triton needs at least one dim: a per-row scalar is [1] reshaped to []

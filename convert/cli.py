@@ -15,10 +15,10 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
+from bundle.fetch import DownloadPolicy, repository_configured
+from bundle.manifest import Manifest
 from convert.errors import ConversionError
 from convert.formats import CONVERTERS, ConvertOptions, ImageOptions
-from runtime.artifacts import DownloadPolicy, repository_configured
-from runtime.manifest import Manifest
 
 EXIT_USAGE = 64
 EXIT_INTERNAL = 1

@@ -1,6 +1,6 @@
 """Get the model onto local disk: a path, an http(s) URL, or the old platform's model repository.
 
-The download itself lives in ``runtime.artifacts`` (standard library only) so that the serving
+The download itself lives in ``bundle.fetch`` (standard library only) so that the serving
 image can fetch a bundle without convert/; this module adds the converter's error type and a
 progress bar when stderr is a terminal.
 """
@@ -15,9 +15,9 @@ import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
+from bundle import fetch as artifacts
+from bundle.fetch import DEFAULT_POLICY, DownloadPolicy
 from convert.errors import FetchError
-from runtime import artifacts
-from runtime.artifacts import DEFAULT_POLICY, DownloadPolicy
 
 
 def is_url(source: str) -> bool:

@@ -7,9 +7,9 @@ smaller, which is how real images look (224x224x3, not 3x3x224).
 
 from __future__ import annotations
 
+from bundle.manifest import ImagePreprocessing, TensorSpec
 from convert.errors import ConversionError
 from convert.formats import ImageOptions
-from runtime.manifest import ImagePreprocessing, TensorSpec
 
 DEFAULT_SIZE = 224  # used when the model's spatial size is dynamic
 FLOAT_TYPES = {"FP16", "FP32", "FP64"}

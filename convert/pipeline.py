@@ -21,13 +21,14 @@ from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from pathlib import Path
 
+from bundle.archive import DEFAULT_LIMITS, ExtractLimits
+from bundle.fetch import DEFAULT_POLICY, DownloadPolicy, temporary_directory
+from bundle.manifest import Manifest, Parity, SourceInfo
 from convert import bundle, detect, errors, image
 from convert.errors import ConversionError
 from convert.fetch import fetch
 from convert.formats import CONVERTERS, Converted, ConvertOptions, get_converter
 from convert.unpack import archive_kind, find_model_root, unpack
-from runtime.artifacts import DEFAULT_LIMITS, DEFAULT_POLICY, DownloadPolicy, ExtractLimits, temporary_directory
-from runtime.manifest import Manifest, Parity, SourceInfo
 
 MAX_NESTED_ARCHIVES = 2
 DEBUG_ENV = "MODELPORT_DEBUG"  # set to 1: print the converter's traceback on unexpected errors

@@ -14,28 +14,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle.datatypes import Datatype
+from bundle.manifest import MODEL_FILES, Manifest, Parity, TensorSpec
 from convert.errors import VerificationError
 from convert.formats import Converted, ConvertOptions
 from runtime.engines import EngineOptions, load_engine
-from runtime.manifest import MODEL_FILES, Manifest, Parity, TensorSpec
 
 FREE_DIM = 8  # size for a variable non-batch dimension
 INT_HIGH = 10  # integer inputs are drawn from [0, INT_HIGH): safe as indices into small embeddings
-NUMPY_TYPES = {
-    "BOOL": np.bool_,
-    "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "UINT32": np.uint32,
-    "UINT64": np.uint64,
-    "INT8": np.int8,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP16": np.float16,
-    "FP32": np.float32,
-    "FP64": np.float64,
-    "BYTES": np.object_,
-}
 
 
 def manifest_for(converted: Converted, max_batch_size: int, name: str = "model") -> Manifest:
@@ -65,13 +51,13 @@ def random_inputs(specs: list[TensorSpec], batch: int, seed: int) -> dict[str, n
 
 def random_tensor(rng: np.random.Generator, datatype: str, shape: list[int]) -> np.ndarray:
     if datatype in ("FP16", "FP32", "FP64"):
-        return rng.standard_normal(shape).astype(NUMPY_TYPES[datatype])
+        return rng.standard_normal(shape).astype(Datatype(datatype).numpy)
     if datatype == "BOOL":
         return rng.integers(0, 2, shape).astype(np.bool_)
     if datatype == "BYTES":
         words = np.array(["a", "b", "c", "d"], dtype=object)
         return words[rng.integers(0, len(words), shape)].astype(object)
-    return rng.integers(0, INT_HIGH, shape).astype(NUMPY_TYPES[datatype])
+    return rng.integers(0, INT_HIGH, shape).astype(Datatype(datatype).numpy)
 
 
 def verify(converted: Converted, options: ConvertOptions) -> Parity:

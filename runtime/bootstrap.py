@@ -12,7 +12,7 @@
    fetch, the start fails with a message saying so (exit status 2).
 3. The server replaces this process (``exec``), so signals reach it directly.
 
-Standard library only, plus ``runtime.artifacts``.
+Standard library only, plus ``bundle.fetch``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from runtime import artifacts
+from bundle import fetch
 
 log = logging.getLogger("modelport.bootstrap")
 HOSTS_FILE = Path("/etc/hosts")
@@ -94,10 +94,10 @@ def fetch_into(repository: Path, env: Mapping[str, str]) -> Path:
     name = env.get("MODEL_NAME") or env.get("MODEL_ID") or "model"
     version_dir = repository / name / "1"
     repository.mkdir(parents=True, exist_ok=True)
-    with artifacts.temporary_directory(repository, prefix=".fetch-") as work:
+    with fetch.temporary_directory(repository, prefix=".fetch-") as work:
         try:
-            root = artifacts.fetch_model(env.get("MODEL_URL", ""), work / "model")
-        except artifacts.ArtifactError as exc:
+            root = fetch.fetch_model(env.get("MODEL_URL", ""), work / "model")
+        except fetch.ArtifactError as exc:
             raise BootstrapError(str(exc)) from None
         model_file = _servable_file(root)
         staging = work / "version"
@@ -115,7 +115,7 @@ def prepare(env: Mapping[str, str]) -> None:
     repository = Path(env.get("MODEL_REPOSITORY", "/models"))
     if has_models(repository):
         return
-    if env.get("MODEL_URL") or (artifacts.repository_configured(env) and env.get("MODEL_ID")):
+    if env.get("MODEL_URL") or (fetch.repository_configured(env) and env.get("MODEL_ID")):
         fetch_into(repository, env)
         return
     # The server cannot load models later, so an empty start would only ever answer 404s.

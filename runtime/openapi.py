@@ -17,8 +17,7 @@ import html
 import json
 from typing import Any
 
-V2_DATATYPES = ["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64"]
-V2_DATATYPES += ["FP16", "FP32", "FP64", "BYTES"]
+from bundle import datatypes
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -77,7 +76,7 @@ SCHEMAS: dict[str, Any] = {
         "description": "Free-form V2 parameters (e.g. binary_data_output, binary_data_size, binary_data).",
         "additionalProperties": True,
     },
-    "Datatype": {"type": "string", "enum": V2_DATATYPES},
+    "Datatype": {"type": "string", "enum": list(datatypes.NAMES)},
     "TensorMetadata": {
         "type": "object",
         "required": ["name", "datatype", "shape"],

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bundle.manifest import MODEL_FILES, Manifest, read_manifest
 from runtime.engines import Engine, EngineOptions, load_engine
 from runtime.errors import ModelLoadError, NotFound, Unavailable
-from runtime.manifest import MODEL_FILES, Manifest, read_manifest
 
 log = logging.getLogger("runtime.repository")
 

@@ -11,43 +11,25 @@ from __future__ import annotations
 
 import numpy as np
 
+from bundle import datatypes
+from bundle.manifest import Manifest, TensorSpec
 from runtime.errors import BadRequest
-from runtime.manifest import Manifest, TensorSpec
-
-# V2 datatype -> numpy dtype. BYTES tensors are object arrays holding ``bytes`` or ``str`` items.
-NUMPY_DTYPES: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_),
-    "UINT8": np.dtype(np.uint8),
-    "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32),
-    "UINT64": np.dtype(np.uint64),
-    "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16),
-    "INT32": np.dtype(np.int32),
-    "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16),
-    "FP32": np.dtype(np.float32),
-    "FP64": np.dtype(np.float64),
-    "BYTES": np.dtype(object),
-}
-_V2_BY_DTYPE = {dtype: name for name, dtype in NUMPY_DTYPES.items()}
 
 
 def numpy_dtype(datatype: str) -> np.dtype:
-    try:
-        return NUMPY_DTYPES[datatype]
-    except KeyError:
-        raise BadRequest(f"unknown datatype {datatype!r}; V2 datatypes are {', '.join(NUMPY_DTYPES)}") from None
+    """The numpy dtype of a request's datatype; an unknown name is the client's error (400)."""
+    parsed = datatypes.parse(datatype)
+    if parsed is None:
+        raise BadRequest(f"unknown datatype {datatype!r}; V2 datatypes are {', '.join(datatypes.NAMES)}")
+    return parsed.numpy
 
 
 def v2_datatype(dtype: np.dtype) -> str:
     """The V2 name of a numpy dtype; numpy strings count as BYTES."""
-    if dtype.kind in "OSU":
-        return "BYTES"
-    try:
-        return _V2_BY_DTYPE[np.dtype(dtype)]
-    except KeyError:
-        raise ValueError(f"numpy dtype {dtype} has no V2 datatype") from None
+    parsed = datatypes.from_numpy(dtype)
+    if parsed is None:
+        raise ValueError(f"numpy dtype {dtype} has no V2 datatype")
+    return parsed.value
 
 
 def shape_matches(shape: tuple[int, ...], spec: list[int]) -> bool:
@@ -89,7 +71,7 @@ def check_inputs(manifest: Manifest, inputs: dict[str, np.ndarray]) -> dict[str,
 
 
 def _check_tensor(model: str, spec: TensorSpec, array: np.ndarray) -> np.ndarray:
-    want = NUMPY_DTYPES[spec.datatype]
+    want = datatypes.Datatype(spec.datatype).numpy
     if spec.datatype == "BYTES":
         if array.dtype.kind in "SU":
             array = array.astype(object)

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from runtime.manifest import ImagePreprocessing, TensorSpec
+from bundle.manifest import ImagePreprocessing, TensorSpec
 
 # format name -> "module:function". Names are also the values of --format and SourceInfo.format.
 CONVERTERS: dict[str, str] = {

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from bundle.manifest import ImagePreprocessing, TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
 from convert.formats.tf_common import (
@@ -39,7 +40,6 @@ from convert.formats.tf_common import (
     v2_datatype,
     with_input_shapes,
 )
-from runtime.manifest import ImagePreprocessing, TensorSpec
 
 
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:

@@ -8,26 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bundle import datatypes
+from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
-from runtime.manifest import TensorSpec
 
-# onnx.TensorProto.DataType -> V2 datatype
-ONNX_TO_V2 = {
-    1: "FP32",
-    2: "UINT8",
-    3: "INT8",
-    4: "UINT16",
-    5: "INT16",
-    6: "INT32",
-    7: "INT64",
-    8: "BYTES",
-    9: "BOOL",
-    10: "FP16",
-    11: "FP64",
-    12: "UINT32",
-    13: "UINT64",
-}
 MAX_PROTOBUF = 2 << 30
 
 
@@ -75,7 +60,7 @@ def _spec(value, path: Path) -> TensorSpec:
     tensor_type = value.type.tensor_type
     if not value.type.HasField("tensor_type"):
         raise ConversionError(f"{path}: {value.name!r} is not a tensor (sequences and maps are not supported)")
-    datatype = ONNX_TO_V2.get(tensor_type.elem_type)
+    datatype = datatypes.from_onnx(tensor_type.elem_type)
     if datatype is None:
         raise ConversionError(f"{path}: {value.name!r} has ONNX element type {tensor_type.elem_type}, not supported")
     shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]

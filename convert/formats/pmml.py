@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bundle.manifest import Manifest, TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions, MakeInputs
 from runtime.errors import ModelLoadError
-from runtime.manifest import Manifest, TensorSpec
 
 MAX_SAMPLE_ROWS = 10_000  # a --sample CSV larger than this is truncated (and the notes say so)
 

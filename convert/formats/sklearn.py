@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from bundle import datatypes
+from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
 from convert.formats.pmml import Ranges, _version, describe_pmml, sample_inputs
-from runtime.manifest import TensorSpec
 
 DEFAULT_TARGET = "y"
 
@@ -399,12 +400,9 @@ def _per_field_front(model: Any, fields: list[str]) -> Any:
     return Pipeline([("fields", front), *steps])
 
 
-ONNX_TO_V2 = {1: "FP32", 7: "INT64", 8: "BYTES", 11: "FP64", 9: "BOOL", 6: "INT32"}
-
-
 def _onnx_spec(value_info: Any, onnx: Any) -> TensorSpec:
     tensor = value_info.type.tensor_type
     shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
     if shape:
         shape[0] = -1
-    return TensorSpec(value_info.name, ONNX_TO_V2.get(tensor.elem_type, "FP32"), shape)
+    return TensorSpec(value_info.name, datatypes.from_onnx(tensor.elem_type) or "FP32", shape)

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
-from runtime.manifest import TensorSpec
 
 # Integer inputs of a model without an embedding are sampled from [0, DEFAULT_INTEGER_BOUND).
 DEFAULT_INTEGER_BOUND = 10

@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
-from runtime.manifest import TensorSpec
 
 EXPORT_BATCH = 2
 # Export (and trace) on other rows than verification draws from ``options.seed``: a traced branch

@@ -18,9 +18,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from bundle.datatypes import Datatype
+from bundle.manifest import ImagePreprocessing, Manifest
 from runtime.errors import BadRequest, PayloadTooLarge
-from runtime.manifest import ImagePreprocessing, Manifest
-from runtime.validation import NUMPY_DTYPES
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit (max_pixels) applies, with a 413 instead of a warning
 
@@ -90,7 +90,7 @@ def to_tensor(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     values = (values - mean) / std
     if spec.layout == "NCHW":
         values = values.transpose(2, 0, 1)
-    dtype = NUMPY_DTYPES[spec.datatype]
+    dtype = Datatype(spec.datatype).numpy
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         values = np.clip(np.rint(values), info.min, info.max)

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
+from bundle.datatypes import Datatype
+from bundle.manifest import Manifest, TensorSpec
 from runtime.errors import BadRequest, PayloadTooLarge
-from runtime.manifest import Manifest, TensorSpec
-from runtime.validation import NUMPY_DTYPES, format_shape
+from runtime.validation import format_shape
 
 
 def decode(payload: Any, manifest: Manifest, max_elements: int) -> tuple[dict[str, np.ndarray], bool]:
@@ -64,7 +65,7 @@ def _single(value: Any, manifest: Manifest, max_elements: int) -> dict[str, np.n
 
 def cast(spec: TensorSpec, value: Any, max_elements: int) -> np.ndarray:
     """A nested list -> an array of the input's datatype, with the batch axis added for one row."""
-    dtype = NUMPY_DTYPES[spec.datatype]
+    dtype = Datatype(spec.datatype).numpy
     if not isinstance(value, list):
         raise BadRequest(f"input {spec.name!r}: send a (nested) list of values, not a single {type(value).__name__}")
     try:
@@ -163,7 +164,7 @@ def _columns(columns: dict[str, list], specs: list[TensorSpec], rows: int, max_e
         if any(v is None or isinstance(v, (list, dict)) for v in values):
             raise BadRequest(f"field {spec.name!r}: every row needs one value (no null, list or object)")
         array = _to_dtype(
-            spec, np.asarray(values, dtype=object if spec.datatype == "BYTES" else None), NUMPY_DTYPES[spec.datatype]
+            spec, np.asarray(values, dtype=object if spec.datatype == "BYTES" else None), Datatype(spec.datatype).numpy
         )
         arrays[spec.name] = array.reshape(rows, 1) if len(spec.shape) == 2 else array
     return arrays

@@ -14,7 +14,7 @@ from typing import Protocol
 
 import numpy as np
 
-from runtime.manifest import Manifest
+from bundle.manifest import Manifest
 
 # format -> module that defines ``load(version_dir, manifest, options) -> Engine``
 ENGINE_MODULES = {"onnx": "runtime.engines.onnx", "pmml": "runtime.engines.pmml"}

@@ -18,29 +18,15 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
+from bundle import datatypes
+from bundle.manifest import Manifest, TensorSpec, sha256_file
 from runtime.engines import EngineOptions
 from runtime.errors import BadRequest, InferenceError, ModelLoadError
-from runtime.manifest import Manifest, TensorSpec, sha256_file
-from runtime.validation import NUMPY_DTYPES, check_inputs
+from runtime.validation import check_inputs
 
 log = logging.getLogger("runtime.engines.onnx")
 
 DERIVED_MAX_BATCH = 1 << 16  # a derived dynamic batch axis: large, but still a bound
-ORT_TYPES = {
-    "tensor(bool)": "BOOL",
-    "tensor(uint8)": "UINT8",
-    "tensor(uint16)": "UINT16",
-    "tensor(uint32)": "UINT32",
-    "tensor(uint64)": "UINT64",
-    "tensor(int8)": "INT8",
-    "tensor(int16)": "INT16",
-    "tensor(int32)": "INT32",
-    "tensor(int64)": "INT64",
-    "tensor(float16)": "FP16",
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(string)": "BYTES",
-}
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -64,7 +50,7 @@ def session_options(options: EngineOptions) -> ort.SessionOptions:
 
 
 def _spec(arg: Any, path: Path) -> TensorSpec:
-    datatype = ORT_TYPES.get(arg.type)
+    datatype = datatypes.from_ort(arg.type)
     if datatype is None:
         raise ModelLoadError(f"{path}: tensor {arg.name!r} has type {arg.type}, which has no V2 datatype")
     shape = [d if isinstance(d, int) and d >= 0 else -1 for d in (arg.shape or [])]
@@ -135,7 +121,7 @@ class OnnxEngine:
             if spec.datatype == "BYTES":
                 feed[spec.name] = np.full(shape, "", dtype=object)
             else:
-                feed[spec.name] = np.zeros(shape, dtype=NUMPY_DTYPES[spec.datatype])
+                feed[spec.name] = np.zeros(shape, dtype=datatypes.Datatype(spec.datatype).numpy)
         self.predict(feed)
 
     def close(self) -> None:

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bundle.manifest import Manifest, TensorSpec
 from runtime.engines import EngineOptions
 from runtime.errors import BadRequest, InferenceError, ModelLoadError
-from runtime.manifest import Manifest, TensorSpec
 
 FIELDS_INPUT = "input__fields"  # the optional single 2-D FP64 input: every field, in manifest order
 PREDICTED_VALUE = "predictedValue"

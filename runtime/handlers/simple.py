@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 from aiohttp import BodyPartReader, web
 
+from bundle.manifest import Manifest, TensorSpec
 from runtime.codecs import simple_json, v2_json
 from runtime.codecs.image import decode_image, image_preprocessing
 from runtime.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from runtime.handlers.common import EXECUTOR, REPOSITORY, SETTINGS, infer, json_response, model_entry
 from runtime.handlers.v2 import PLATFORMS
-from runtime.manifest import Manifest, TensorSpec
 from runtime.repository import ModelVersion
 
 DEFAULT_TOP_K = 5

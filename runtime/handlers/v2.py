@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from bundle.manifest import ImagePreprocessing, Manifest
 from runtime.codecs import v2_binary, v2_json
 from runtime.codecs.image import decode_batch, image_preprocessing
 from runtime.errors import BadRequest
 from runtime.handlers.common import EXECUTOR, REPOSITORY, SETTINGS, infer, json_response, model_entry
-from runtime.manifest import ImagePreprocessing, Manifest
 from runtime.repository import ModelVersion
 from runtime.validation import numpy_dtype, v2_datatype
 

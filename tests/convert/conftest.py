@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.artifacts import DownloadPolicy
+from bundle.fetch import DownloadPolicy
 
 FAST = DownloadPolicy(timeout=2.0, retries=2, backoff=0.01, max_backoff=0.02)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.manifest import read_manifest
+from bundle.manifest import read_manifest
 from tests.convert.conftest import listing
 from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
+from bundle.archive import ExtractLimits, find_model_root
+from bundle.fetch import DownloadPolicy, model_repository_url
 from convert.errors import FetchError, UnpackError
 from convert.fetch import fetch
 from convert.unpack import unpack
-from runtime.artifacts import DownloadPolicy, ExtractLimits, find_model_root, model_repository_url
 from tests.convert.conftest import FAST, listing
 from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
 
@@ -83,7 +84,7 @@ def test_persistent_503_gives_up_after_retries(tmp_path: Path, served_zip) -> No
 
 
 def test_backoff_doubles_up_to_the_cap(tmp_path: Path, served_zip) -> None:
-    from runtime.artifacts import download
+    from bundle.fetch import download
 
     repo, _ = served_zip
     repo.fail_next(502, times=5)
@@ -348,11 +349,11 @@ def test_empty_archive(tmp_path: Path) -> None:
         unpack(archive, tmp_path / "out")
 
 
-# ---- runtime.artifacts.fetch_model: what the serving image uses at start -----------------------
+# ---- bundle.fetch.fetch_model: what the serving image uses at start -----------------------
 
 
 def test_fetch_model_extracts_into_a_new_directory(tmp_path: Path, served_zip) -> None:
-    from runtime.artifacts import fetch_model
+    from bundle.fetch import fetch_model
 
     repo, _ = served_zip
     with repository_env(repo, model_id="42"):
@@ -363,7 +364,7 @@ def test_fetch_model_extracts_into_a_new_directory(tmp_path: Path, served_zip) -
 
 
 def test_fetch_model_failure_leaves_nothing(tmp_path: Path, served_zip) -> None:
-    from runtime.artifacts import ArtifactError, fetch_model
+    from bundle.fetch import ArtifactError, fetch_model
 
     repo, _ = served_zip
     repo.truncate_next(times=10)
@@ -373,7 +374,9 @@ def test_fetch_model_failure_leaves_nothing(tmp_path: Path, served_zip) -> None:
 
 
 def test_disk_errors_are_reported_as_such(tmp_path: Path, served_zip) -> None:
-    from runtime.artifacts import ArchiveError, DownloadError, download, extract
+    from bundle.archive import extract
+    from bundle.errors import ArchiveError, DownloadError
+    from bundle.fetch import download
 
     repo, zip_path = served_zip
     blocker = tmp_path / "not-a-dir"

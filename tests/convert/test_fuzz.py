@@ -18,10 +18,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bundle.archive import ExtractLimits
 from convert.detect import Detection, detect
 from convert.errors import DetectionError, UnpackError
 from convert.unpack import unpack
-from runtime.artifacts import ExtractLimits
 from tests.convert.conftest import make_onnx
 from tests.convert.test_detect import graphdef_bytes
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bundle.manifest import TensorSpec, read_manifest, sha256_file
 from convert.bundle import BundleError, triton_config
 from convert.errors import ConversionError, FetchError, UnpackError, VerificationError
 from convert.formats import ConvertOptions, ImageOptions
 from convert.pipeline import convert_model
 from convert.verify import random_inputs
-from runtime.manifest import TensorSpec, read_manifest, sha256_file
 from tests.convert.conftest import FAST, listing, make_image_onnx
 from tests.convert.fake_converters import FAKES
 from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
@@ -264,8 +264,8 @@ def test_config_describes_the_newest_version(tmp_path: Path, onnx_file: Path) ->
 
 def test_write_failure_midway_leaves_nothing(tmp_path: Path, onnx_file: Path) -> None:
     """The model file vanishes between conversion and bundling: no version, no config, no new dirs."""
+    from bundle.manifest import Manifest
     from convert.bundle import write_bundle
-    from runtime.manifest import Manifest
 
     manifest = Manifest(name="m", format="onnx", inputs=[TensorSpec("x", "FP32", [-1, 4])], outputs=[])
     with pytest.raises(BundleError, match="cannot write the bundle"):
@@ -281,8 +281,8 @@ def test_model_zips_are_not_unpacked_but_archives_are(tmp_path: Path, onnx_file:
     import tarfile
     import zipfile
 
+    from bundle.archive import ExtractLimits
     from convert.pipeline import prepare
-    from runtime.artifacts import ExtractLimits
 
     keras_zip = tmp_path / "model.keras"
     with zipfile.ZipFile(keras_zip, "w") as zf:

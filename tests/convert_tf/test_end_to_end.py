@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 import requests
 
+from bundle.manifest import Manifest, read_manifest
 from convert.pipeline import convert_model
-from runtime.manifest import Manifest, read_manifest
 from tests.convert_tf import builders
 from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
 from tests.support.server import ROOT, RunningServer, run_server

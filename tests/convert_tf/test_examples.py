@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import requests
 
+from bundle.manifest import read_manifest
 from convert.formats import ConvertOptions
 from convert.pipeline import convert_model
-from runtime.manifest import read_manifest
 from tests.support.server import ROOT, RunningServer, run_server
 
 EXAMPLES = ROOT / "examples"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import requests
 
-from runtime.manifest import read_manifest
+from bundle.manifest import read_manifest
 from tests.convert_torch.builders import Artifacts
 from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
 from tests.support.server import ROOT, RunningServer, run_server

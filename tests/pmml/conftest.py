@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from bundle.manifest import Manifest
 from convert.formats import ConvertOptions
 from convert.pipeline import convert_model
-from runtime.manifest import Manifest
 from tests.pmml.models import TrainedModels, train
 
 DATA = Path(__file__).parent / "data"

@@ -15,10 +15,10 @@ import pytest
 from sklearn.linear_model import LinearRegression
 from sklearn.preprocessing import StandardScaler
 
+from bundle.manifest import read_manifest, sha256_file
 from convert.errors import ConversionError
 from convert.formats import ConvertOptions
 from convert.pipeline import convert_model
-from runtime.manifest import read_manifest, sha256_file
 from tests.pmml.conftest import ConvertedRepository
 from tests.pmml.models import TrainedModels, query_frame, training_frame
 

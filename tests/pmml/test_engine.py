@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from pandas.api.types import is_numeric_dtype
 
+from bundle.manifest import read_manifest
 from runtime.engines import EngineOptions, load_engine
 from runtime.engines.pmml import FIELDS_INPUT
 from runtime.errors import BadRequest, ModelLoadError
-from runtime.manifest import read_manifest
 from tests.pmml.conftest import CLAIMS_PMML, ConvertedRepository, claims_by_hand
 from tests.pmml.models import NUMERIC, TrainedModels, query_frame
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import requests
 
-from runtime.manifest import read_manifest
+from bundle.manifest import read_manifest
 from tests.pmml.models import TrainedModels, query_frame
 from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
 from tests.support.server import run_server

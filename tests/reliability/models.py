@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.manifest import ImagePreprocessing, Manifest, TensorSpec
+from bundle.manifest import ImagePreprocessing, Manifest, TensorSpec
 from tests.runtime.models import slow as slow_model
 
 OPSET = 17

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from runtime.manifest import Manifest, TensorSpec
+from bundle.manifest import Manifest, TensorSpec
 from tests.reliability import models
 from tests.support.server import run_server
 

@@ -19,7 +19,7 @@ import onnx
 from onnx import TensorProto as T
 from onnx import helper, numpy_helper
 
-from runtime.manifest import ImagePreprocessing, Manifest, TensorSpec, sha256_file
+from bundle.manifest import ImagePreprocessing, Manifest, TensorSpec, sha256_file
 
 RNG = np.random.default_rng(1234)
 CNN_LABELS = ["cat", "dog", "bird", "fish"]

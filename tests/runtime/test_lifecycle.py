@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import requests
 
-from runtime.manifest import Manifest, TensorSpec
+from bundle.manifest import Manifest, TensorSpec
 from tests.runtime import models
 from tests.runtime.images import png
 from tests.support.server import run_server

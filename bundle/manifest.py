@@ -11,8 +11,8 @@ The manifest lives beside the model file rather than beside config.pbtxt because
 REPO/NAME/ is still read as a fallback for every version. A version directory holding only
 ``model.onnx`` serves too: the runtime derives the manifest from the graph (see ``engines.onnx``).
 
-Only the standard library is imported here: convert/ imports this module, and so must runtime/
-without pulling in anything heavy.
+Only the standard library and ``bundle.datatypes`` (numpy) are imported here: convert/, runtime/ and
+score/ all read bundles, and none of them may pull in anything heavy through this module.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from bundle import datatypes
+
 MANIFEST_FILE = "modelport.json"
 SCHEMA_VERSION = 1
 MODEL_FILES = {"onnx": "model.onnx", "pmml": "model.pmml"}
@@ -33,23 +35,6 @@ MODEL_FILES = {"onnx": "model.onnx", "pmml": "model.pmml"}
 ModelFormat = Literal["onnx", "pmml"]
 Layout = Literal["NHWC", "NCHW"]
 ColorMode = Literal["RGB", "BGR", "L"]
-
-# KServe V2 tensor datatypes, in the spec's order.
-V2_DATATYPES = (
-    "BOOL",
-    "UINT8",
-    "UINT16",
-    "UINT32",
-    "UINT64",
-    "INT8",
-    "INT16",
-    "INT32",
-    "INT64",
-    "FP16",
-    "FP32",
-    "FP64",
-    "BYTES",
-)
 
 
 @dataclass
@@ -66,7 +51,7 @@ class TensorSpec:
     source_name: str | None = None
 
     def __post_init__(self) -> None:
-        if self.datatype not in V2_DATATYPES:
+        if datatypes.parse(self.datatype) is None:
             raise ValueError(f"tensor {self.name!r}: {self.datatype!r} is not a V2 datatype")
         self.shape = [int(d) for d in self.shape]
 
