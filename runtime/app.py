@@ -191,7 +191,11 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
     app[SETTINGS] = settings
     app[REPOSITORY] = Repository(
-        settings.repository, engine_options(settings), settings.models, all_versions=settings.all_versions
+        settings.repository,
+        engine_options(settings),
+        settings.models,
+        all_versions=settings.all_versions,
+        model_name=settings.model_name,
     )
     app[METRICS] = Metrics()
     app[READY] = {"ready": False, "exit_status": 0}

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundle.manifest import MODEL_FILES, Manifest, read_manifest
+from runtime import storage
 from runtime.engines import Engine, EngineOptions, load_engine
 from runtime.errors import ModelLoadError, NotFound, Unavailable
 
@@ -63,8 +64,12 @@ def _guess_format(version_dir: Path) -> str:
     return next((fmt for fmt, filename in MODEL_FILES.items() if (version_dir / filename).is_file()), "onnx")
 
 
-def scan(repository: Path, only: tuple[str, ...] = ()) -> dict[str, list[Path]]:
-    """Model name -> its numeric version directories, highest first."""
+def scan(repository: Path, only: tuple[str, ...] = (), model_name: str | None = None) -> dict[str, list[Path]]:
+    """Model name -> its numeric version directories, highest first.
+
+    With ``model_name``, ``repository`` holds one model in any stored shape (runtime/storage.py)."""
+    if model_name is not None:
+        repository, only = storage.repository_view(repository, model_name), (model_name,)
     if not repository.is_dir():
         raise ModelLoadError(f"{repository}: model repository is not a directory")
     found: dict[str, list[Path]] = {}
@@ -86,8 +91,16 @@ def scan(repository: Path, only: tuple[str, ...] = ()) -> dict[str, list[Path]]:
 class Repository:
     """The registry the handlers read: name -> versions, with the default (highest) version."""
 
-    def __init__(self, root: Path, options: EngineOptions, only: tuple[str, ...] = (), all_versions: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        options: EngineOptions,
+        only: tuple[str, ...] = (),
+        all_versions: bool = False,
+        model_name: str | None = None,
+    ):
         self.root = root
+        self.model_name = model_name
         self.options = options
         self.only = only
         self.all_versions = all_versions
@@ -96,7 +109,7 @@ class Repository:
 
     def discover(self) -> None:
         """Register every selected version as loading; raise ``ModelLoadError`` if there is nothing to serve."""
-        for name, version_dirs in scan(self.root, self.only).items():
+        for name, version_dirs in scan(self.root, self.only, self.model_name).items():
             chosen = version_dirs if self.all_versions else version_dirs[:1]
             self.default_version[name] = version_dirs[0].name
             self.models[name] = {

@@ -23,6 +23,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 5000
     models: tuple[str, ...] = ()  # empty: every model in the repository
+    model_name: str | None = None  # serve the one model stored at --repository, in any shape, under this name
     intra_op_threads: int = 0  # 0: onnxruntime's default (one per core)
     inter_op_threads: int = 0
     graph_optimization: str = "all"
@@ -47,6 +48,12 @@ class Settings:
 
 # flag name -> (env var, type, help); order is the --help order.
 _OPTIONS: dict[str, tuple[str, type, str]] = {
+    "model_name": (
+        "MODELPORT_MODEL_NAME",
+        str,
+        "serve the one model stored at --repository (a repository of one model, a model or version directory, "
+        "or a bare .onnx/.pmml file) under this name, as KServe's {{.Name}}",
+    ),
     "host": ("HOST", str, "address to listen on (default 0.0.0.0)"),
     "port": ("PORT", int, "port to listen on (default 5000)"),
     "intra_op_threads": ("MODELPORT_INTRA_OP_THREADS", int, "onnxruntime intra-op threads (0: one per core)"),
@@ -129,6 +136,8 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     if every is None:
         every = env.get("MODELPORT_ALL_VERSIONS", "").lower() in ("1", "true", "yes")
     values["all_versions"] = bool(every)
+    if values.get("model_name") and values["models"]:
+        parser.error("--model-name serves the one model stored at --repository; drop --model")
     settings = Settings(**values)
     problems = _check(settings)
     if problems:
