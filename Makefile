@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman || echo docker))
 
-.PHONY: example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty
+.PHONY: example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty image-pmml-empty
 
 install: install-serve install-dev
 
@@ -98,6 +98,7 @@ bench: install-serve $(DEV_VENV)/.bench-stamp $(MLSERVER_VENV)/.stamp $(BENCH_DI
 #                                           no MODEL: the example image classifier
 #   make image-pmml MODEL=x.pmml NAME=n     a PMML serve image (JRE + pypmml, no onnxruntime)
 #   make image-empty                        a serve image with no model, fetched at start (modelport-serve-empty)
+#   make image-pmml-empty                   the same for PMML (modelport-serve-pmml-empty; KServe's modelport-pmml runtime)
 # ENGINE=docker|podman (auto-detected). Paths in ARGS are seen inside the build as /context/<path>.
 CONVERT_TAG ?= modelport-convert:latest
 TAG ?= modelport-serve:latest
@@ -126,6 +127,11 @@ image: image-convert $(if $(MODEL),,examples)
 EMPTY_TAG ?= modelport-serve-empty:latest
 image-empty: image-convert
 	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.serve --target serve -t $(EMPTY_TAG) \
+		--build-arg CONVERT_IMAGE=$(CONVERT_TAG) .
+
+PMML_EMPTY_TAG ?= modelport-serve-pmml-empty:latest
+image-pmml-empty: image-convert
+	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.serve --target serve-pmml -t $(PMML_EMPTY_TAG) \
 		--build-arg CONVERT_IMAGE=$(CONVERT_TAG) .
 
 image-pmml: image-convert
