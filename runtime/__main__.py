@@ -15,9 +15,11 @@ from aiohttp import web
 from prometheus_client import disable_created_metrics
 
 from runtime.app import create_app
+from runtime.auth import TokenFileError
 from runtime.errors import ModelLoadError
 from runtime.handlers.common import READY
 from runtime.settings import parse_settings
+from runtime.tls import TLSConfigError, server_context
 
 log = logging.getLogger("runtime")
 
@@ -31,13 +33,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("aiohttp.access").disabled = True  # runtime.access writes the one line per request
     disable_created_metrics()  # Triton exports no *_created series; keep /metrics small
-    app = create_app(settings)
-    log.info("serving %s on http://%s:%d", settings.repository, settings.host, settings.port)
+    try:
+        app = create_app(settings)
+        ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
+    except (TokenFileError, TLSConfigError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    scheme = "https" if ssl_context else "http"
+    log.info("serving %s on %s://%s:%d", settings.repository, scheme, settings.host, settings.port)
     try:
         web.run_app(
             app,
             host=settings.host,
             port=settings.port,
+            ssl_context=ssl_context,
             # aiohttp spends shutdown_timeout twice (waiting for handlers, then for cancelled ones):
             # half each keeps the whole shutdown within --shutdown-grace (plus one running inference).
             shutdown_timeout=settings.shutdown_grace / 2,

@@ -1,10 +1,12 @@
 """The aiohttp application factory: routes, middleware, and the load/close lifecycle.
 
 ``create_app(settings)`` builds the app; its cleanup context finds the models, loads them in the
-background (liveness answers at once, readiness once every model is warmed up) and, at shutdown,
-stops the batchers, closes the engines and the thread pool. One middleware turns ``ModelportError`` into
-``{"error": msg}`` with its status and headers, any other exception into a generic 500 (traceback to
-the log only), and writes the access log line.
+background (liveness answers at once, readiness once every model is warmed up), polls the repository
+in poll mode and, at shutdown, stops the batchers, closes the engines and the thread pool. Middleware,
+outermost first: CORS (``runtime/cors.py``; answers preflights), errors (turns ``ModelportError`` into
+``{"error": msg}`` with its status and headers, any other exception into a generic 500 with the
+traceback in the log only, and writes the access log line), then bearer-token authentication
+(``runtime/auth.py``) against the scope ``ROUTE_SCOPES`` gives the matched route.
 """
 
 from __future__ import annotations
@@ -20,11 +22,15 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from runtime.auth import Scope, TokenTable, auth_middleware, read_tokens
 from runtime.batching import Batcher
+from runtime.control import ModelControl
+from runtime.cors import cors_middleware
 from runtime.engines import Engine, EngineOptions
 from runtime.errors import ModelportError
-from runtime.handlers import health, simple, v2
+from runtime.handlers import health, repository_api, simple, v2
 from runtime.handlers.common import (
+    CONTROL,
     DEADLINE,
     EXECUTOR,
     METRICS,
@@ -36,7 +42,7 @@ from runtime.handlers.common import (
     json_response,
 )
 from runtime.metrics import Metrics
-from runtime.repository import ModelVersion, Repository
+from runtime.repository import ModelVersion, Repository, find_models
 from runtime.settings import Settings
 
 log = logging.getLogger("runtime")
@@ -45,6 +51,20 @@ access_log = logging.getLogger("runtime.access")
 DEFAULT_MERGE_ROWS = 256  # batching cap for models that accept any number of rows (PMML's -1)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# The scope each route needs when --auth-tokens-file is given, by the route's path pattern. A route not
+# listed needs "infer", so a new route is protected unless someone decides otherwise here.
+ROUTE_SCOPES: dict[str, Scope] = {
+    "/": Scope.OPEN,  # the static try-it page; the API calls it makes carry the token typed into it
+    "/v2/health/live": Scope.OPEN,
+    "/v2/health/ready": Scope.OPEN,
+    "/v2/models/{name}/ready": Scope.OPEN,  # V2's model readiness belongs to its health API
+    "/v2/models/{name}/versions/{version}/ready": Scope.OPEN,
+    "/metrics": Scope.OPEN,  # Scope.INFER with --auth-metrics
+    "/v2/repository/index": Scope.ADMIN,
+    "/v2/repository/models/{name}/load": Scope.ADMIN,
+    "/v2/repository/models/{name}/unload": Scope.ADMIN,
+}
 
 
 def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -123,11 +143,18 @@ def engine_options(settings: Settings) -> EngineOptions:
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Discover the models, then load them in the background: the server answers liveness (and 503 for
-    readiness and inference) while models load. At cleanup stop the batchers and close the engines."""
+    readiness and inference) while models load. Poll mode then rescans the repository. At cleanup stop
+    the poller and the batchers and close the engines."""
+    settings = app[SETTINGS]
     repository = app[REPOSITORY]
-    repository.discover()  # nothing to serve (bad repository, unknown --model) stops the start here
-    # one thread per model instance, plus two for loading and image decoding
-    workers = app[SETTINGS].instances * len(repository.entries()) + 2
+    if settings.model_control_mode == "explicit":  # only --load-model at start; an unknown one stops it
+        repository.discover(settings.load_models, allow_partial=settings.allow_partial)
+    else:  # nothing to serve (bad repository, unknown --model) stops the start here
+        repository.discover(allow_partial=settings.allow_partial)
+    # one thread per model instance (twice: a reload runs the new beside the old), plus two for
+    # loading and image decoding; threads start only when needed
+    versions = sum(len(v) for v in find_models(repository.root).values())
+    workers = settings.instances * 2 * max(versions, 1) + 2
     app[EXECUTOR] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
     for entry in repository.entries():
         app[METRICS].model(entry.name, entry.version)  # every model appears in /metrics from the start
@@ -163,6 +190,10 @@ async def _load_models(app: web.Application) -> None:
             signal.raise_signal(signal.SIGTERM)
             return
     app[READY]["ready"] = True
+    if settings.model_control_mode == "poll":
+        for name in repository.models:
+            app[CONTROL].remember(name)
+        await app[CONTROL].poll_forever(settings.repository_poll_secs)
 
 
 def _batcher(app: web.Application, entry: ModelVersion, engine: Engine) -> Batcher:
@@ -187,8 +218,44 @@ async def _on_shutdown(app: web.Application) -> None:
     app[READY]["ready"] = False  # load balancers stop sending while in-flight requests finish
 
 
+def _attach(app: web.Application) -> Callable[[ModelVersion, Engine], None]:
+    def attach(entry: ModelVersion, engine: Engine) -> None:
+        entry.batcher = _batcher(app, entry, engine)
+        entry.batcher.start()
+
+    return attach
+
+
+async def _detach(entry: ModelVersion) -> None:
+    await entry.batcher.stop()  # type: ignore[union-attr]
+
+
+def route_scope(settings: Settings) -> Callable[[web.Request], Scope]:
+    scopes = dict(ROUTE_SCOPES)
+    if settings.auth_metrics:
+        scopes["/metrics"] = Scope.INFER
+
+    def scope_of(request: web.Request) -> Scope:
+        resource = request.match_info.route.resource
+        return scopes.get(resource.canonical, Scope.INFER) if resource is not None else Scope.INFER
+
+    return scope_of
+
+
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=[error_middleware])
+    """The app for ``settings``; raises ``runtime.auth.TokenFileError`` for a bad --auth-tokens-file."""
+    tokens = read_tokens(settings.auth_tokens_file) if settings.auth_tokens_file else TokenTable()
+    admin_enabled = tokens.has_admin or settings.allow_unauthenticated_admin
+    if not tokens.enabled:
+        log.warning("no --auth-tokens-file: every route is open to anyone who can reach the port")
+    if settings.allow_unauthenticated_admin and not tokens.has_admin:
+        log.warning("--allow-unauthenticated-admin: the repository API (load/unload) is open without a token")
+    elif not admin_enabled:
+        log.info("the repository API is off: no admin token in --auth-tokens-file")
+    middlewares = [error_middleware, auth_middleware(tokens, route_scope(settings), admin_enabled)]
+    if settings.cors_origins:
+        middlewares.insert(0, cors_middleware(settings.cors_origins))
+    app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
     app[SETTINGS] = settings
     app[REPOSITORY] = Repository(
         settings.repository,
@@ -196,6 +263,13 @@ def create_app(settings: Settings) -> web.Application:
         settings.models,
         all_versions=settings.all_versions,
         model_name=settings.model_name,
+    )
+    app[CONTROL] = ModelControl(
+        app[REPOSITORY],
+        lambda: app[EXECUTOR],
+        _attach(app),
+        _detach,
+        drain_timeout=settings.request_timeout or 60.0,
     )
     app[METRICS] = Metrics()
     app[READY] = {"ready": False, "exit_status": 0}
@@ -215,6 +289,9 @@ def add_routes(app: web.Application) -> None:
         r.add_get(prefix + "/ready", health.model_ready)
         r.add_post(prefix + "/infer", v2.model_infer)
     r.add_get("/metrics", health.metrics)
+    r.add_post("/v2/repository/index", repository_api.index)
+    r.add_post("/v2/repository/models/{name}/load", repository_api.load)
+    r.add_post("/v2/repository/models/{name}/unload", repository_api.unload)
     _add_simple_routes(app)
     _add_openapi_routes(app)
 

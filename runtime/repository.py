@@ -1,9 +1,15 @@
 """The model repository: find REPO/NAME/VERSION directories, load their engines, look models up.
 
-Versions are numeric directory names; by default only the highest version of each model is loaded
-(Triton's "latest 1" policy), and ``/versions/{v}`` addresses it; ``load_all_versions`` loads every
-version. A model whose file is missing or corrupt either stops the start (the default) or, with
-``--allow-partial``, stays listed as not ready and answers 503 with its load error.
+Versions are numeric directory names. Which of them are served follows the model's ``config.pbtxt``
+``version_policy`` as in Triton (latest N, all, specific; default: the highest version alone), or every
+version with ``--all-versions``; ``/versions/{v}`` addresses each served version, and a request without
+a version gets the highest one served. A model whose file is missing or corrupt either stops the start
+(the default) or, with ``--allow-partial``, stays listed as not ready and answers 503 with its load error.
+
+``Repository`` is the registry the handlers read. It never changes under a request's feet in a way the
+request can see: a reload (``runtime/control.py``) builds the new versions beside the old ones and
+replaces a model's whole version map in one assignment; the old entries are marked ``retired`` and
+keep serving the requests that already hold them until those finish (``inflight`` reaches 0).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from bundle.manifest import MODEL_FILES, Manifest, read_manifest
 from runtime import storage
 from runtime.engines import Engine, EngineOptions, load_engine
 from runtime.errors import ModelLoadError, NotFound, Unavailable
+from runtime.model_config import ALL, ConfigError, VersionPolicy, read_version_policy
 
 log = logging.getLogger("runtime.repository")
 
@@ -34,6 +41,9 @@ class ModelVersion:
     load_seconds: float = 0.0
     batcher: object | None = None  # runtime.batching.Batcher, attached by the app
     manifest_hint: Manifest | None = field(default=None, repr=False)
+    retired: bool = False  # replaced by a reload or unloaded: new requests go to the current entry
+    closed: bool = False  # retired, drained, batcher stopped and engine closed
+    inflight: int = 0  # requests between resolving this entry and getting their answer
 
     @property
     def ready(self) -> bool:
@@ -64,19 +74,30 @@ def _guess_format(version_dir: Path) -> str:
     return next((fmt for fmt, filename in MODEL_FILES.items() if (version_dir / filename).is_file()), "onnx")
 
 
-def scan(repository: Path, only: tuple[str, ...] = (), model_name: str | None = None) -> dict[str, list[Path]]:
-    """Model name -> its numeric version directories, highest first.
+def version_dirs(model_dir: Path) -> list[Path]:
+    """The numeric version directories of one model, highest first (none when it is not a directory)."""
+    try:
+        versions = [v for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit()]
+    except OSError:
+        return []
+    return sorted(versions, key=lambda v: int(v.name), reverse=True)
 
-    With ``model_name``, ``repository`` holds one model in any stored shape (runtime/storage.py)."""
-    if model_name is not None:
-        repository, only = storage.repository_view(repository, model_name), (model_name,)
+
+def find_models(repository: Path) -> dict[str, list[Path]]:
+    """Model name -> its numeric version directories, highest first; models without one are left out."""
     if not repository.is_dir():
         raise ModelLoadError(f"{repository}: model repository is not a directory")
     found: dict[str, list[Path]] = {}
     for model_dir in sorted(p for p in repository.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        versions = [v for v in model_dir.iterdir() if v.is_dir() and v.name.isdigit()]
+        versions = version_dirs(model_dir)
         if versions:
-            found[model_dir.name] = sorted(versions, key=lambda v: int(v.name), reverse=True)
+            found[model_dir.name] = versions
+    return found
+
+
+def scan(repository: Path, only: tuple[str, ...] = ()) -> dict[str, list[Path]]:
+    """``find_models`` restricted to ``only``; raises when one of ``only`` or every model is missing."""
+    found = find_models(repository)
     missing = [m for m in only if m not in found]
     if missing:
         have = ", ".join(found) or "none"
@@ -89,7 +110,7 @@ def scan(repository: Path, only: tuple[str, ...] = (), model_name: str | None = 
 
 
 class Repository:
-    """The registry the handlers read: name -> versions, with the default (highest) version."""
+    """The registry the handlers read: name -> served versions, with the default (highest served) version."""
 
     def __init__(
         self,
@@ -106,15 +127,93 @@ class Repository:
         self.all_versions = all_versions
         self.models: dict[str, dict[str, ModelVersion]] = {}
         self.default_version: dict[str, str] = {}
+        # why a model is not (fully) served: name -> {version or "": reason}; set by failed loads and unloads
+        self.reasons: dict[str, dict[str, str]] = {}
 
-    def discover(self) -> None:
-        """Register every selected version as loading; raise ``ModelLoadError`` if there is nothing to serve."""
-        for name, version_dirs in scan(self.root, self.only, self.model_name).items():
-            chosen = version_dirs if self.all_versions else version_dirs[:1]
-            self.default_version[name] = version_dirs[0].name
-            self.models[name] = {
-                v.name: ModelVersion(name=name, version=v.name, path=v, format=_guess_format(v)) for v in chosen
-            }
+    def policy(self, name: str) -> VersionPolicy:
+        """The model's version policy (``--all-versions`` overrides config.pbtxt); raises ``ModelLoadError``."""
+        if self.all_versions:
+            return ALL
+        try:
+            return read_version_policy(self.root / name)
+        except ConfigError as exc:
+            raise ModelLoadError(str(exc)) from None
+
+    def plan(self, name: str) -> dict[str, ModelVersion]:
+        """Fresh (unloaded) entries for the versions ``name``'s policy selects; raises ``ModelLoadError``."""
+        if self.only and name not in self.only:
+            raise ModelLoadError(f"model {name!r} is not served by this server (--model {' '.join(self.only)})")
+        model_dir = self.root / name
+        if name.startswith(".") or "/" in name or not model_dir.is_dir():
+            raise ModelLoadError(f"{self.root}: no model {name!r}")
+        dirs = version_dirs(model_dir)
+        if not dirs:
+            raise ModelLoadError(f"{model_dir}: no numeric version directory")
+        policy = self.policy(name)
+        chosen = policy.select([int(d.name) for d in dirs])
+        if not chosen:
+            have = ", ".join(d.name for d in dirs)
+            raise ModelLoadError(f"{model_dir}: version policy {policy.describe()} selects none of ({have})")
+        by_number = {int(d.name): d for d in dirs}
+        return {
+            str(v): ModelVersion(name=name, version=str(v), path=by_number[v], format=_guess_format(by_number[v]))
+            for v in chosen
+        }
+
+    def discover(self, names: tuple[str, ...] | None = None, allow_partial: bool = False) -> None:
+        """Register the selected versions of every model (or of ``names``) as loading.
+
+        Raises ``ModelLoadError`` when there is nothing to serve, a named model is missing, or (without
+        ``allow_partial``) a model's config.pbtxt is invalid."""
+        if self.model_name is not None:  # one model in any stored shape (runtime/storage.py), seen as a repository
+            self.root = storage.repository_view(self.root, self.model_name)
+            self.only = (self.model_name,)
+        found = scan(self.root, self.only) if names is None else {n: [] for n in names}
+        for name in found:
+            try:
+                self.models[name] = self.plan(name)
+            except ModelLoadError as exc:
+                if not allow_partial:
+                    raise
+                log.error("model %s not loaded (serving the others): %s", name, exc)
+                self.reasons[name] = {"": str(exc)}
+                continue
+            self.default_version[name] = max(self.models[name], key=int)
+
+    def swap(self, name: str, versions: dict[str, ModelVersion]) -> list[ModelVersion]:
+        """Serve ``versions`` for ``name`` from now on (one assignment each, on the event loop); return the
+        replaced entries, marked retired, for the caller to drain and close."""
+        old = list(self.models.get(name, {}).values())
+        self.models[name] = versions
+        self.default_version[name] = max(versions, key=int)
+        self.reasons.pop(name, None)
+        for entry in old:
+            entry.retired = True
+        return old
+
+    def remove(self, name: str, reason: str) -> list[ModelVersion]:
+        """Stop serving ``name``; return its entries, marked retired, for the caller to drain and close."""
+        old = list(self.models.pop(name, {}).values())
+        self.default_version.pop(name, None)
+        self.reasons[name] = {"": reason}
+        for entry in old:
+            entry.retired = True
+        return old
+
+    def current(self, entry: ModelVersion, version: str | None) -> ModelVersion:
+        """The entry a request should use now: ``entry`` itself unless a reload or unload retired it.
+
+        A retired entry's request moves to the model's current entry (the same version, or the default
+        when the request named none); when there is none (unloaded, or that version left) it may still
+        finish on the retired entry while that is draining."""
+        if not entry.retired:
+            return entry
+        try:
+            return self.get(entry.name, version)
+        except NotFound:
+            if entry.closed:
+                raise Unavailable(f"model {entry.name!r} version {entry.version} was unloaded") from None
+            return entry
 
     def load(self, allow_partial: bool) -> None:
         """Load every discovered version in turn (blocking; tests and tools call this directly)."""
@@ -158,6 +257,9 @@ class Repository:
         versions = self.models.get(name)
         if versions is None:
             known = ", ".join(self.models) or "none"
+            why = self.reasons.get(name, {}).get("")
+            if why is not None:
+                raise NotFound(f"model {name!r} is not loaded ({why}); served models: {known}")
             raise NotFound(f"unknown model {name!r}; served models: {known}")
         key = version or self.default_version[name]
         entry = versions.get(key)

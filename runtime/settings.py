@@ -15,6 +15,7 @@ from pathlib import Path
 
 GRAPH_OPTIMIZATIONS = ("all", "extended", "basic", "disable")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+CONTROL_MODES = ("none", "explicit", "poll")  # Triton's --model-control-mode values
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,21 @@ class Settings:
     max_json_depth: int = 32  # nesting of a JSON body (400)
     shutdown_grace: float = 20.0  # seconds in-flight requests get to finish after SIGTERM
     allow_partial: bool = False  # serve the loadable models when one fails to load
-    all_versions: bool = False  # load every version directory, not only the highest
+    all_versions: bool = False  # load every version directory, whatever config.pbtxt's version policy says
     log_level: str = "info"
+    # model control (docs/runtime.md "Model control"): none = load everything at start, nothing changes;
+    # explicit = the repository API loads and unloads; poll = the repository is rescanned every poll_secs
+    model_control_mode: str = "none"
+    load_models: tuple[str, ...] = ()  # explicit mode: the models loaded at start
+    repository_poll_secs: float = 15.0  # poll mode: seconds between scans (Triton's default)
+    # access control (SECURITY.md): tokens, CORS, TLS
+    auth_tokens_file: Path | None = None
+    auth_metrics: bool = False  # /metrics needs a token too
+    allow_unauthenticated_admin: bool = False  # the repository API without an admin token
+    cors_origins: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    max_request_pixels: int = 100_000_000  # decoded pixels over all images of one V2 request (413)
 
     @property
     def max_body_bytes(self) -> int:
@@ -68,8 +82,34 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "max_elements": ("MODELPORT_MAX_ELEMENTS", int, "elements per tensor (default 16777216)"),
     "max_image_pixels": ("MODELPORT_MAX_IMAGE_PIXELS", int, "pixels per decoded image (default 40000000)"),
     "max_json_depth": ("MODELPORT_MAX_JSON_DEPTH", int, "JSON nesting limit (default 32)"),
+    "max_request_pixels": (
+        "MODELPORT_MAX_REQUEST_PIXELS",
+        int,
+        "pixels of all images in one V2 request together (default 100000000)",
+    ),
+    "model_control_mode": ("MODELPORT_MODEL_CONTROL_MODE", str, "none | explicit | poll (default none)"),
+    "repository_poll_secs": ("MODELPORT_REPOSITORY_POLL_SECS", float, "poll mode: seconds between scans (15)"),
+    "auth_tokens_file": ("MODELPORT_AUTH_TOKENS_FILE", Path, "bearer tokens, one 'TOKEN SCOPE' per line"),
+    "tls_cert": ("MODELPORT_TLS_CERT", Path, "TLS certificate chain (PEM); with --tls-key serves https"),
+    "tls_key": ("MODELPORT_TLS_KEY", Path, "TLS private key (PEM)"),
     "shutdown_grace": ("MODELPORT_SHUTDOWN_GRACE", float, "seconds in-flight requests get after SIGTERM"),
     "log_level": ("LOG_LEVEL", str, "debug | info | warning | error (default info)"),
+}
+
+
+# on/off flags: name -> (env var, help)
+_FLAGS: dict[str, tuple[str, str]] = {
+    "all_versions": ("MODELPORT_ALL_VERSIONS", "load every numeric version, whatever config.pbtxt's policy says"),
+    "auth_metrics": ("MODELPORT_AUTH_METRICS", "with --auth-tokens-file, /metrics needs a token too"),
+    "allow_unauthenticated_admin": (
+        "MODELPORT_ALLOW_UNAUTHENTICATED_ADMIN",
+        "serve the repository API (load/unload) with no admin token: anyone who reaches the port may use it",
+    ),
+}
+# repeatable flags: name -> (flag, env var, help)
+_LISTS: dict[str, tuple[str, str, str]] = {
+    "load_models": ("load-model", "MODELPORT_LOAD_MODEL", "explicit mode: load this model at start (repeatable)"),
+    "cors_origins": ("cors-origin", "MODELPORT_CORS_ORIGIN", "let pages from this origin call (repeatable; *: any)"),
 }
 
 
@@ -87,12 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="start even if a model fails to load; that model answers 503 (env MODELPORT_ALLOW_PARTIAL=1)",
     )
-    parser.add_argument(
-        "--all-versions",
-        action="store_true",
-        default=None,
-        help="load every numeric version, not only the highest (env MODELPORT_ALL_VERSIONS=1)",
-    )
+    for name, (env, text) in _FLAGS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"), action="store_true", default=None, help=f"{text} (env {env}=1)"
+        )
+    for name, (flag, env, text) in _LISTS.items():
+        parser.add_argument(f"--{flag}", action="append", dest=name, metavar="X", help=f"{text} (env {env}=a,b)")
     for name, (env, kind, text) in _OPTIONS.items():
         extra: dict = {}
         if name == "graph_optimization":
@@ -100,10 +140,13 @@ def _parser() -> argparse.ArgumentParser:
         if name == "log_level":
             extra["type"] = str.lower
             extra["choices"] = LOG_LEVELS
+        elif name == "model_control_mode":
+            extra["type"] = str.lower
+            extra["choices"] = CONTROL_MODES
         else:
             extra["type"] = kind
             if "choices" not in extra:
-                extra["metavar"] = {int: "N", float: "X"}.get(kind, name.split("_")[-1].upper())
+                extra["metavar"] = {int: "N", float: "X", Path: "FILE"}.get(kind, name.split("_")[-1].upper())
         parser.add_argument("--" + name.replace("_", "-"), dest=name, default=None, help=f"{text} (env {env})", **extra)
     return parser
 
@@ -121,7 +164,8 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
         value = getattr(args, name)
         if value is None and env.get(env_name):
             try:
-                value = kind(env[env_name].lower() if name == "log_level" else env[env_name])
+                lower = name in ("log_level", "model_control_mode")
+                value = kind(env[env_name].lower() if lower else env[env_name])
             except ValueError:
                 parser.error(f"{env_name}={env[env_name]!r} is not a valid {kind.__name__}")
         if value is not None:
@@ -132,10 +176,13 @@ def parse_settings(argv: Sequence[str] | None = None, env: Mapping[str, str] | N
     if allow is None:
         allow = env.get("MODELPORT_ALLOW_PARTIAL", "").lower() in ("1", "true", "yes")
     values["allow_partial"] = bool(allow)
-    every = args.all_versions
-    if every is None:
-        every = env.get("MODELPORT_ALL_VERSIONS", "").lower() in ("1", "true", "yes")
-    values["all_versions"] = bool(every)
+    for name, (env_name, _text) in _FLAGS.items():
+        flag = getattr(args, name)
+        if flag is None:
+            flag = env.get(env_name, "").lower() in ("1", "true", "yes")
+        values[name] = bool(flag)
+    for name, (_flag, env_name, _text) in _LISTS.items():
+        values[name] = tuple(getattr(args, name) or [x for x in env.get(env_name, "").split(",") if x])
     if values.get("model_name") and values["models"]:
         parser.error("--model-name serves the one model stored at --repository; drop --model")
     settings = Settings(**values)
@@ -151,7 +198,23 @@ def _check(settings: Settings) -> list[str]:
         problems.append(f"graph optimisation must be one of {', '.join(GRAPH_OPTIMIZATIONS)}")
     if settings.log_level not in LOG_LEVELS:
         problems.append(f"log level must be one of {', '.join(LOG_LEVELS)}")
-    positive = ("max_queue", "instances", "max_body_mb", "max_elements", "max_image_pixels", "max_json_depth")
+    if settings.model_control_mode not in CONTROL_MODES:
+        problems.append(f"model control mode must be one of {', '.join(CONTROL_MODES)}")
+    if settings.load_models and settings.model_control_mode != "explicit":
+        problems.append("--load-model needs --model-control-mode explicit")
+    if settings.model_control_mode == "poll" and settings.repository_poll_secs <= 0:
+        problems.append("--repository-poll-secs must be positive")
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        problems.append("--tls-cert and --tls-key go together")
+    positive = (
+        "max_queue",
+        "instances",
+        "max_body_mb",
+        "max_elements",
+        "max_image_pixels",
+        "max_json_depth",
+        "max_request_pixels",
+    )
     for name in positive:
         if getattr(settings, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")

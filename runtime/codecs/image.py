@@ -53,18 +53,27 @@ def image_preprocessing(manifest: Manifest) -> ImagePreprocessing | None:
     )
 
 
-def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int) -> np.ndarray:
-    """One encoded image -> an array of shape [H, W, C] (NHWC) or [C, H, W] (NCHW), no batch axis."""
+def _open(data: bytes, max_pixels: int) -> Image.Image:
+    """Open without decoding (Pillow reads the header only) and check the pixel count."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise PayloadTooLarge(
-                    f"the image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
-                    "(--max-image-pixels)"
-                )
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise PayloadTooLarge(
+            f"the image is {width}x{height} = {width * height} pixels, over the limit of {max_pixels} "
+            "(--max-image-pixels)"
+        )
+    return image
+
+
+def _decode(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             image.load()
             image = ImageOps.exif_transpose(image)
             mode = "L" if spec.color_mode == "L" else "RGB"
@@ -76,6 +85,11 @@ def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int) -> np.n
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
     return to_tensor(pixels, spec)
+
+
+def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int) -> np.ndarray:
+    """One encoded image -> an array of shape [H, W, C] (NHWC) or [C, H, W] (NCHW), no batch axis."""
+    return _decode(_open(data, max_pixels), spec)
 
 
 def to_tensor(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
@@ -97,9 +111,16 @@ def to_tensor(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     return np.ascontiguousarray(values.astype(dtype))
 
 
-def decode_batch(items: np.ndarray, spec: ImagePreprocessing, max_pixels: int) -> np.ndarray:
-    """A V2 BYTES tensor of encoded images (raw bytes, or base64 text in JSON) -> a batch tensor."""
-    images = []
+def decode_batch(
+    items: np.ndarray, spec: ImagePreprocessing, max_pixels: int, max_total_pixels: int | None = None
+) -> np.ndarray:
+    """A V2 BYTES tensor of encoded images (raw bytes, or base64 text in JSON) -> a batch tensor.
+
+    Every header is read and counted before any image is decoded: each image against ``max_pixels``
+    and all of them together against ``max_total_pixels``, so a batch of images each just under the
+    per-image limit cannot buy a multiple of its decoding work."""
+    opened = []
+    total = 0
     for item in items.ravel().tolist():
         if isinstance(item, str):
             try:
@@ -108,7 +129,14 @@ def decode_batch(items: np.ndarray, spec: ImagePreprocessing, max_pixels: int) -
                 raise BadRequest(
                     f"input {spec.input!r}: a JSON BYTES image must be base64 text (or use binary_data_size)"
                 ) from None
-        images.append(decode_image(item, spec, max_pixels))
-    if not images:
+        image = _open(item, max_pixels)
+        total += image.size[0] * image.size[1]
+        if max_total_pixels is not None and total > max_total_pixels:
+            raise PayloadTooLarge(
+                f"input {spec.input!r}: the images of this request hold more than {max_total_pixels} pixels "
+                f"together (--max-request-pixels); {len(opened) + 1} of {items.size} counted so far"
+            )
+        opened.append(image)
+    if not opened:
         raise BadRequest(f"input {spec.input!r}: no images")
-    return np.stack(images)
+    return np.stack([_decode(image, spec) for image in opened])

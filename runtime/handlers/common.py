@@ -11,6 +11,7 @@ import numpy as np
 from aiohttp import web
 
 from runtime.codecs.v2_json import dumps
+from runtime.control import ModelControl
 from runtime.errors import BadRequest, ModelportError
 from runtime.metrics import Metrics
 from runtime.repository import ModelVersion, Repository
@@ -20,6 +21,7 @@ SETTINGS = web.AppKey("settings", Settings)
 REPOSITORY = web.AppKey("repository", Repository)
 METRICS = web.AppKey("metrics", Metrics)
 EXECUTOR = web.AppKey("executor", ThreadPoolExecutor)
+CONTROL = web.AppKey("control", ModelControl)
 # {"ready": bool, "exit_status": int}: ready once every model loaded, false again on shutdown
 READY = web.AppKey("ready", dict)
 
@@ -55,8 +57,14 @@ def check_outputs(entry: ModelVersion, outputs: Sequence[str] | None) -> None:
 async def infer(
     request: web.Request, entry: ModelVersion, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None
 ) -> dict[str, np.ndarray]:
-    """Validate, queue, run; count success/failure and the request duration for ``/metrics``."""
+    """Validate, queue, run; count success/failure and the request duration for ``/metrics``.
+
+    A reload may have retired ``entry`` since the handler looked it up (while the body was read): the
+    request then runs on the model's current entry. ``inflight`` tells the reload when the old entry
+    is free to close (no await between choosing the entry and counting it)."""
+    entry = request.app[REPOSITORY].current(entry, request.match_info.get("version"))
     metrics = request.app[METRICS].model(entry.name, entry.version)
+    entry.inflight += 1
     try:
         engine = entry.require_engine()
         check_outputs(entry, outputs)
@@ -68,6 +76,8 @@ async def infer(
     except asyncio.CancelledError:
         metrics.failure.inc()
         raise
+    finally:
+        entry.inflight -= 1
     metrics.success.inc()
     metrics.request_us.observe((time.perf_counter() - request[STARTED]) * 1e6)
     return result

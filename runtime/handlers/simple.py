@@ -59,7 +59,7 @@ def describe(request: web.Request, entry: ModelVersion) -> dict[str, Any]:
     info: dict[str, Any] = {
         "name": entry.name,
         "version": entry.version,
-        "versions": sorted(request.app[REPOSITORY].models[entry.name], key=int),
+        "versions": sorted(request.app[REPOSITORY].models.get(entry.name, {entry.version: entry}), key=int),
         "format": entry.format,
         "platform": PLATFORMS.get(entry.format, entry.format),
         "ready": entry.ready,

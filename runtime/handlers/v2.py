@@ -34,7 +34,7 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 
 def metadata(request: web.Request, entry: ModelVersion, manifest: Manifest) -> dict[str, Any]:
-    versions = sorted(request.app[REPOSITORY].models[entry.name], key=int)
+    versions = sorted(request.app[REPOSITORY].models.get(entry.name, {entry.version: entry}), key=int)
     return {
         "name": entry.name,
         "versions": versions,
@@ -157,7 +157,12 @@ async def model_infer(request: web.Request) -> web.Response:
         _check_image_count(entry, image.input, inputs[image.input].size)
         loop = asyncio.get_running_loop()
         decoded = loop.run_in_executor(
-            request.app[EXECUTOR], decode_batch, inputs[image.input], image, settings.max_image_pixels
+            request.app[EXECUTOR],
+            decode_batch,
+            inputs[image.input],
+            image,
+            settings.max_image_pixels,
+            settings.max_request_pixels,
         )
         inputs[image.input] = await decoded
     results = await infer(request, entry, inputs, names)

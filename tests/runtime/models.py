@@ -8,6 +8,7 @@
 - ``types``      INT64, INT32, BOOL, FP16, UINT8 and BYTES (string) inputs through Identity/Add/Not/Mul.
 - ``fixed``      x FP32 [2, 2] -> y = 2x: no batch axis.
 - ``tabular``    age FP32 [-1, 1], city BYTES [-1] -> score FP32 [-1, 1] = 2 age, city_out BYTES [-1].
+- ``offset``     x FP32 [-1, 4] -> y = x + c (c given): tells which of several reloaded models answered.
 """
 
 from __future__ import annotations
@@ -124,6 +125,13 @@ def fixed() -> onnx.ModelProto:
     nodes = [helper.make_node("Mul", ["x", "two"], ["y"])]
     inits = [numpy_helper.from_array(np.array(2.0, dtype=np.float32), "two")]
     return _model(nodes, "fixed", [_io("x", T.FLOAT, [2, 2])], [_io("y", T.FLOAT, [2, 2])], inits)
+
+
+def offset(value: float) -> onnx.ModelProto:
+    """x FP32 [-1, 4] -> y = x + ``value``: which model answered is visible in the answer (reload tests)."""
+    nodes = [helper.make_node("Add", ["x", "c"], ["y"])]
+    inits = [numpy_helper.from_array(np.array(value, dtype=np.float32), "c")]
+    return _model(nodes, "offset", [_io("x", T.FLOAT, ["N", 4])], [_io("y", T.FLOAT, ["N", 4])], inits)
 
 
 def tabular() -> onnx.ModelProto:

@@ -42,10 +42,11 @@ class RunningServer:
     process: subprocess.Popen
     port: int
     log_path: Path
+    scheme: str = "http"
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     @property
     def address(self) -> str:  # what tritonclient wants
@@ -63,8 +64,12 @@ def run_server(
     ready_timeout: float = 120.0,
     wait_ready: bool = True,
     log_dir: Path | None = None,
+    tls_ca: Path | None = None,
 ) -> Iterator[RunningServer]:
-    """``python -m runtime --repository REPO --host 127.0.0.1 --port P *args``; yields once ready."""
+    """``python -m runtime --repository REPO --host 127.0.0.1 --port P *args``; yields once ready.
+
+    ``tls_ca``: the server speaks https (its args carry --tls-cert/--tls-key); readiness is polled over
+    https, verified against this CA certificate."""
     port = free_port()
     log_dir = Path(log_dir or repository)
     log_path = log_dir / f"server-{port}.log"
@@ -83,7 +88,7 @@ def run_server(
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningServer(proc, port, log_path)
+    server = RunningServer(proc, port, log_path, "https" if tls_ca else "http")
     try:
         if wait_ready:
             deadline = time.monotonic() + ready_timeout
@@ -91,7 +96,9 @@ def run_server(
                 if proc.poll() is not None:
                     raise RuntimeError(f"server exited with {proc.returncode}:\n{server.log()}")
                 with contextlib.suppress(requests.RequestException):
-                    if requests.get(f"{server.url}/v2/health/ready", timeout=2).status_code == 200:
+                    verify = str(tls_ca) if tls_ca else True
+                    ready = requests.get(f"{server.url}/v2/health/ready", timeout=2, verify=verify)
+                    if ready.status_code == 200:
                         break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"server not ready after {ready_timeout}s:\n{server.log()}")
