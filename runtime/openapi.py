@@ -463,6 +463,62 @@ def _get(tag: str, op_id: str, summary: str, responses: dict[str, Any], params: 
 
 TEXT_OK = {"content": {"text/plain": {"schema": {"type": "string"}}}}
 
+# Triton's model repository extension (runtime/handlers/repository_api.py); admin scope.
+E401 = _error("No bearer token, or an unknown one (with WWW-Authenticate: Bearer).")
+E403 = _error("The token's scope is too small, or the repository API is off (no admin token configured).")
+REPOSITORY_ROW = {
+    "type": "object",
+    "required": ["name", "version", "state", "reason"],
+    "properties": {
+        "name": {"type": "string"},
+        "version": {"type": "string", "description": "Empty for a model with no version loaded."},
+        "state": {"type": "string", "enum": ["READY", "UNAVAILABLE", "LOADING", "UNLOADING"]},
+        "reason": {"type": "string", "description": "Why it is not READY (a load error, 'unloaded', ...)."},
+    },
+}
+
+
+def _repository(op_id: str, summary: str, body: dict[str, Any], ok: dict[str, Any], with_name: bool) -> dict:
+    operation: dict[str, Any] = {
+        "tags": ["Model control"],
+        "operationId": op_id,
+        "summary": summary,
+        "security": [{"bearer": []}],
+        "requestBody": {"required": False, "content": {"application/json": {"schema": body}}},
+        "responses": {"200": ok, "400": E400, "401": E401, "403": E403},
+    }
+    if with_name:
+        operation["parameters"] = [MODEL]
+        operation["responses"]["404"] = E404
+    return {"post": operation}
+
+
+_LOAD_BODY = {"type": "object", "properties": {"parameters": {"type": "object"}}}
+_EMPTY_OK = _json({"type": "object"}, "Done.")
+REPOSITORY_PATHS: dict[str, Any] = {
+    "/v2/repository/index": _repository(
+        "repository_index",
+        "Every model in the repository with its versions' state and reason",
+        {"type": "object", "properties": {"ready": {"type": "boolean"}}},
+        _json({"type": "array", "items": REPOSITORY_ROW}, "The index."),
+        with_name=False,
+    ),
+    "/v2/repository/models/{name}/load": _repository(
+        "repository_load",
+        "Load or reload a model (the new versions warm up beside the serving ones; a failure keeps them)",
+        _LOAD_BODY,
+        _EMPTY_OK,
+        with_name=True,
+    ),
+    "/v2/repository/models/{name}/unload": _repository(
+        "repository_unload",
+        "Unload a model once its requests in flight have finished",
+        _LOAD_BODY,
+        _EMPTY_OK,
+        with_name=True,
+    ),
+}
+
 PATHS: dict[str, Any] = {
     "/v2/health/live": _get("V2", "v2_live", "Server liveness", {"200": _json(_ref("Live"), "The process is up.")}),
     "/v2/health/ready": _get(
@@ -494,6 +550,7 @@ PATHS: dict[str, Any] = {
     "/api/models/{name}/image": _simple_image(with_name=True),
     "/predict": _simple_predict(with_name=False),
     "/predict/image": _simple_image(with_name=False),
+    **REPOSITORY_PATHS,
     "/metrics": _get(
         "Operations",
         "metrics",
@@ -534,10 +591,15 @@ OPENAPI: dict[str, Any] = {
     "tags": [
         {"name": "V2", "description": "Open Inference Protocol (KServe V2) REST."},
         {"name": "Simple API", "description": "JSON nested lists and image uploads, for people with curl."},
+        {"name": "Model control", "description": "Triton's model repository extension (admin token)."},
         {"name": "Operations", "description": "Metrics and this documentation."},
     ],
     "paths": PATHS,
-    "components": {"schemas": SCHEMAS},
+    "components": {
+        "schemas": SCHEMAS,
+        # With --auth-tokens-file every operation but health, readiness and /metrics needs a token.
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
 }
 
 
