@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--inputs", type=_names, metavar="T,...", help="graph input tensors (GraphDef, checkpoint)")
     parser.add_argument("--outputs", type=_names, metavar="T,...", help="graph output tensors")
+    parser.add_argument(
+        "--signature", metavar="NAME", help="SavedModel: the signature to serve (default serving_default)"
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--target", choices=("onnx", "pmml"), help="scikit-learn: serve as PMML (default) or ONNX")
     parser.add_argument("--sample", type=Path, metavar="CSV", help="scikit-learn/PMML: rows to verify with")
@@ -132,6 +135,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         input_dtype=args.input_dtype,
         inputs=args.inputs,
         outputs=args.outputs,
+        signature=args.signature,
         opset=args.opset,
         target=args.target,
         sample_csv=args.sample,
@@ -199,5 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"error: internal error: {type(exc).__name__}: {exc} (set {DEBUG_ENV}=1 for a traceback)", file=sys.stderr
         )
         return EXIT_INTERNAL
+    interface = (manifest.source.detail.get("interface") if manifest.source else None) or {}
+    if interface.get("summary"):  # a guess the user should see, and know how to override
+        print(f"note: {interface['summary']}", file=sys.stderr)
     print(summary(manifest, args.repository / manifest.name / manifest.version))
     return 0

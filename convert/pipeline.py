@@ -24,13 +24,11 @@ from pathlib import Path
 from bundle.archive import DEFAULT_LIMITS, ExtractLimits
 from bundle.fetch import DEFAULT_POLICY, DownloadPolicy, temporary_directory
 from bundle.manifest import Manifest, Parity, SourceInfo
-from convert import bundle, detect, errors, image
+from convert import bundle, detect, image
 from convert.errors import ConversionError
-from convert.fetch import fetch
 from convert.formats import CONVERTERS, Converted, ConvertOptions, get_converter
-from convert.unpack import archive_kind, find_model_root, unpack
+from convert.source import open_source
 
-MAX_NESTED_ARCHIVES = 2
 DEBUG_ENV = "MODELPORT_DEBUG"  # set to 1: print the converter's traceback on unexpected errors
 CHILD_LOG = "converter.log"  # the child's stdout/stderr, inside the conversion workdir
 TIMEOUT_ENV = "MODELPORT_CONVERT_TIMEOUT"  # seconds for conversion + verification; unset: no limit
@@ -63,17 +61,22 @@ def convert_model(
     if subprocess is None:
         subprocess = os.environ.get(INPROCESS_ENV) != "1"
     with temporary_directory(prefix="modelport-convert-") as workdir:
-        local, location = fetch(source, workdir, policy=policy, env=env)
-        root = prepare(local, workdir, limits)
-        converters = {**plugin_converters(), **(converters or {})}
-        registry = {**CONVERTERS, **converters}
-        found = detect.locate(root, options.format, registry) if options.format else detect.detect(root)
-        options = dataclasses.replace(options, source_root=root if root.is_dir() else root.parent)
-        output_dir = workdir / "converted"
-        output_dir.mkdir()
-        run = run_in_child if subprocess else run_here
-        converted, parity = run(found, options, output_dir, converters)
-        manifest = build_manifest(converted, parity, found, location, name, version, options)
+        given = open_source(source, workdir, policy=policy, limits=limits, env=env, is_model_file=is_model_file)
+        try:
+            root = given.root
+            converters = {**plugin_converters(), **(converters or {})}
+            registry = {**CONVERTERS, **converters}
+            found = detect.locate(root, options.format, registry) if options.format else detect.detect(root)
+            options = dataclasses.replace(options, source_root=root if root.is_dir() else root.parent)
+            output_dir = workdir / "converted"
+            output_dir.mkdir()
+            run = run_in_child if subprocess else run_here
+            converted, parity = run(found, options, output_dir, converters)
+        except ConversionError as exc:
+            # Name what the user gave (path or URL, plus the archive member), never the workdir.
+            exc.args = (given.scrub(str(exc)), *exc.args[1:])
+            raise
+        manifest = build_manifest(converted, parity, found, given.location, name, version, options)
         bundle.write_bundle(repository, manifest, converted.model_path, force=force)
     return manifest
 
@@ -91,36 +94,12 @@ def plugin_converters(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return plugins
 
 
-def prepare(local: Path, workdir: Path, limits: ExtractLimits) -> Path:
-    """The model root: archives (that are not themselves model files) unpacked, wrappers skipped."""
-    current = local
-    for depth in range(MAX_NESTED_ARCHIVES + 1):
-        if current.is_dir():
-            current = find_model_root(current)
-            single = _single_file(current)
-            if single is None:
-                return current
-            current = single
-        if not _is_plain_archive(current):
-            return current
-        if depth == MAX_NESTED_ARCHIVES:
-            raise errors.UnpackError(f"{current}: archives nested more than {MAX_NESTED_ARCHIVES} deep")
-        current = unpack(current, workdir / f"unpacked-{depth}", limits)
-    return current
-
-
-def _single_file(directory: Path) -> Path | None:
-    entries = [p for p in directory.iterdir() if not p.name.startswith(".")]
-    return entries[0] if len(entries) == 1 and entries[0].is_file() else None
-
-
-def _is_plain_archive(path: Path) -> bool:
-    if archive_kind(path) is None:
-        return False
+def is_model_file(path: Path) -> bool:
+    """An archive that is itself a model (``.keras``, a TorchScript zip, a joblib .gz): not unpacked."""
     try:
-        return not isinstance(detect.sniff_file(path), detect.Detection)  # .keras, torch zips, joblib.gz
+        return isinstance(detect.sniff_file(path), detect.Detection)
     except Exception:
-        return True
+        return False
 
 
 # ---- conversion + verification, in a child process ---------------------------------------------
@@ -198,13 +177,7 @@ def run_in_child(
         receiver.close()
     if kind == "ok":
         return payload
-    class_name, message, exit_code = payload
-    error_class = getattr(errors, class_name, None)
-    if isinstance(error_class, type) and issubclass(error_class, ConversionError):
-        raise error_class(message)
-    error = ConversionError(message)
-    error.exit_code = exit_code
-    raise error
+    raise payload  # the child's ConversionError itself (a subclass keeps its type and exit code)
 
 
 def _timeout() -> float | None:
@@ -244,14 +217,17 @@ def _child_main(
     try:
         result: tuple = ("ok", convert_and_verify(found, options, workdir, converters))
     except ConversionError as exc:
-        result = ("error", (type(exc).__name__, str(exc), exc.exit_code))
+        result = ("error", exc)
     except BaseException as exc:
-        wrapped = _unexpected(found, exc)
-        result = ("error", ("ConversionError", str(wrapped), wrapped.exit_code))
+        result = ("error", _unexpected(found, exc))
     try:
         sender.send(result)
-    except Exception as exc:  # an unpicklable result is a converter bug; say so rather than hang
-        sender.send(("error", ("ConversionError", f"{found.path}: converter result cannot be returned: {exc}", 2)))
+    except Exception as exc:  # an unpicklable result or error is a converter bug; say so rather than hang
+        what = "error" if result[0] == "error" else "result"
+        detail = f" ({type(result[1]).__name__}: {result[1]})" if what == "error" else ""
+        sender.send(
+            ("error", ConversionError(f"{found.path}: the converter's {what} cannot be returned{detail}: {exc}"))
+        )
     finally:
         sender.close()
 

@@ -55,6 +55,7 @@ class ConvertOptions:
     input_dtype: str = "FP32"  # --input-dtype, V2 datatype of --input-shape inputs
     inputs: list[str] | None = None  # --inputs for graphs/checkpoints
     outputs: list[str] | None = None  # --outputs
+    signature: str | None = None  # --signature: the SavedModel signature to serve
     opset: int = 17
     target: Literal["onnx", "pmml"] | None = None  # scikit-learn: pmml (default) or onnx
     sample_csv: Path | None = None  # scikit-learn/PMML: rows to verify on

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions
-from convert.formats.graphdef import convert_frozen, find_input_tensors, find_output_tensors, resolve_tensor
+from convert.formats import Converted, ConvertOptions, tf_interface
+from convert.formats.graphdef import convert_frozen
 from convert.formats.tf_common import first_line, import_tensorflow, quiet
 
 STEP_SUFFIX = re.compile(r"^(?P<prefix>.+?)-(?P<step>\d+)$")
@@ -33,7 +33,7 @@ class CheckpointFiles:
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     source = Path(source)
     chosen = choose_checkpoint(source)
-    graph_def, output_ops = freeze(chosen, options, source)
+    graph_def, interface = freeze(chosen, options, source)
     detail = {
         "step": chosen.step,
         "checkpoint": chosen.prefix.name,
@@ -46,7 +46,7 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
         workdir,
         source_format=options.format or "checkpoint",
         detail=detail,
-        output_ops=output_ops,
+        interface=interface,
     )
     if chosen.meta.name != f"{chosen.prefix.name}.meta":
         converted.notes.append(f"graph from {chosen.meta.name}; variables from {chosen.prefix.name}")
@@ -97,10 +97,10 @@ def choose_checkpoint(directory: Path) -> CheckpointFiles:
     return CheckpointFiles(prefix=newest, step=step, meta=meta)
 
 
-def freeze(chosen: CheckpointFiles, options: ConvertOptions, source: Path) -> tuple[object, list[str]]:
+def freeze(chosen: CheckpointFiles, options: ConvertOptions, source: Path) -> tuple[object, tf_interface.Interface]:
     """Import the meta graph, restore the chosen variables, fold them into constants; returns the
-    frozen GraphDef and the output op names (found on the full graph, where training ops still
-    show what is bookkeeping)."""
+    frozen inference subgraph and its interface, chosen on the full graph (where the training ops
+    still show what is training machinery and which placeholder holds the labels)."""
     tf = import_tensorflow()
     graph = tf.Graph()
     with graph.as_default(), quiet():
@@ -110,15 +110,7 @@ def freeze(chosen: CheckpointFiles, options: ConvertOptions, source: Path) -> tu
             raise ConversionError(f"{chosen.meta}: cannot import the meta graph: {first_line(exc)}") from exc
         if saver is None:
             saver = tf.compat.v1.train.Saver()
-    if options.outputs:
-        outputs = [resolve_tensor(graph, name, "--outputs", source) for name in options.outputs]
-    else:
-        outputs = find_output_tensors(graph, source)
-    if options.inputs:
-        inputs = [resolve_tensor(graph, name, "--inputs", source) for name in options.inputs]
-    else:
-        inputs = find_input_tensors(graph, outputs, source)
-    output_ops = list(dict.fromkeys(t.op.name for t in outputs))
+    interface = tf_interface.choose(graph, source, options.inputs, options.outputs)
     with tf.compat.v1.Session(graph=graph) as session, quiet():
         try:
             saver.restore(session, str(chosen.prefix))
@@ -126,10 +118,18 @@ def freeze(chosen: CheckpointFiles, options: ConvertOptions, source: Path) -> tu
             raise ConversionError(
                 f"{chosen.prefix}: cannot restore the variables into {chosen.meta.name}: {first_line(exc)}"
             ) from exc
-        keep = output_ops + [t.op.name for t in inputs]
-        try:
-            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), keep)
-            frozen = tf.compat.v1.graph_util.extract_sub_graph(frozen, keep)
-        except Exception as exc:
-            raise ConversionError(f"{chosen.prefix}: cannot freeze the variables: {first_line(exc)}") from exc
-    return frozen, output_ops
+        frozen = freeze_session(session, interface, chosen.prefix)
+    return frozen, interface
+
+
+def freeze_session(session: object, interface: tf_interface.Interface, source: Path) -> object:
+    """The interface's subgraph of the session's graph, variables folded into constants (the
+    optimizer's slots and the training ops are not part of it, so reference variables freeze)."""
+    tf = import_tensorflow()
+    keep = list(dict.fromkeys(name.split(":")[0] for name in [*interface.outputs, *interface.inputs]))
+    try:
+        graph_def = session.graph.as_graph_def()
+        frozen = tf.compat.v1.graph_util.convert_variables_to_constants(session, graph_def, keep)
+        return tf.compat.v1.graph_util.extract_sub_graph(frozen, keep)
+    except Exception as exc:
+        raise ConversionError(f"{source}: cannot freeze the variables: {first_line(exc)}") from exc

@@ -1,18 +1,12 @@
 """Frozen TensorFlow GraphDefs (``.pb``) to ONNX, and the graph analysis checkpoints share.
 
-A frozen graph does not say which tensors are its inputs and outputs, so they are found:
-
-* outputs: ops none of whose outputs anything consumes, that depend on at least one placeholder,
-  and that are not bookkeeping (saver ``save/``, ``init``, ``gradients/``, ``loss``, optimizer and
-  summary scopes, NoOp/Assign/Save/Restore ops, and whatever those feed). When there is no such op
-  because the model's last op feeds only the loss, the earliest ops read only by bookkeeping are
-  the outputs (the logits, not the loss's internals).
-* inputs: the ``Placeholder`` ops the outputs depend on (a labels placeholder that feeds only the loss
-  is not an input; ``PlaceholderWithDefault`` such as Keras' learning phase never is).
-
-``--inputs``/``--outputs`` override either (``x`` or ``x:0``). Served names drop the ``:0`` suffix.
-Scalar ``keep_prob`` and ``is_training`` placeholders, which TF1 scripts fed 1.0 and False at
-inference, become those constants (noted in the manifest).
+A frozen graph does not say which tensors are its inputs and outputs, so they are found by
+``tf_interface`` (the inference subgraph of a graph that may hold a whole training script: labels,
+loss, gradients, optimizer, summaries); ``--inputs``/``--outputs`` override either (``x`` or
+``x:0``). Served names drop the ``:0`` suffix. A ``PlaceholderWithDefault`` that is not an input
+keeps its default (it becomes an ``Identity`` of it). Scalar ``keep_prob`` and ``is_training``
+placeholders, which TF1 scripts fed 1.0 and False at inference, become those constants (noted in
+the manifest).
 Placeholder shapes give the input shapes; the batch axis is made dynamic in the graph itself, and
 ``--input-shape`` fills unknown dimensions.
 """
@@ -20,14 +14,13 @@ Placeholder shapes give the input shapes; the batch axis is made dynamic in the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions
+from convert.formats import Converted, ConvertOptions, tf_interface
 from convert.formats.tf_common import (
     DEFAULT_INTEGER_BOUND,
     TfInput,
@@ -44,44 +37,8 @@ from convert.formats.tf_common import (
     with_input_shapes,
 )
 
-# Name-scope components that mark training and bookkeeping ops (compared case-insensitively,
-# with TensorFlow's ``_1`` uniquifying suffix removed).
-BOOKKEEPING_SCOPES = re.compile(
-    r"^(save|restore|init|init_all_tables|gradients|loss|losses|train|training|train_op|optimizer|"
-    r"adam|sgd|gradientdescent|momentum|rmsprop|adagrad|adadelta|ftrl|summary|summaries|metrics|"
-    r"global_step|.*_grad)$",
-    re.IGNORECASE,
-)
-BOOKKEEPING_OPS = {
-    "NoOp",
-    "Assign",
-    "AssignAdd",
-    "AssignSub",
-    "AssignVariableOp",
-    "SaveV2",
-    "Save",
-    "SaveSlices",
-    "RestoreV2",
-    "Restore",
-    "RestoreSlice",
-    "MergeV2Checkpoints",
-    "ShardedFilename",
-    "StringJoin",
-    "ScalarSummary",
-    "HistogramSummary",
-    "ImageSummary",
-    "MergeSummary",
-    "TensorSummary",
-    "TensorSummaryV2",
-    "Print",
-    "PrintV2",
-    "Assert",
-    "VarIsInitializedOp",
-    "IsVariableInitialized",
-}
 KEEP_PROB = re.compile(r"keep_?prob")
 TRAINING_SWITCH = re.compile(r"^(is_?)?train(ing)?(_?(phase|mode|flag))?(_\d+)?$|^phase(_\d+)?$|learning_phase")
-NEVER_OUTPUTS = {"Placeholder", "PlaceholderWithDefault", "Const", "VariableV2", "Variable", "VarHandleOp"}
 
 
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
@@ -121,36 +78,30 @@ def convert_frozen(
     *,
     source_format: str,
     detail: dict[str, Any] | None = None,
-    output_ops: list[str] | None = None,
-    input_tensors: list[str] | None = None,
-    output_tensors: list[str] | None = None,
+    interface: tf_interface.Interface | None = None,
     served_names: dict[str, str] | None = None,
 ) -> Converted:
-    """Find inputs/outputs (unless given), make the batch axis dynamic, convert, and return a
+    """Find inputs/outputs (unless ``interface`` fixes them, as a TF1 SavedModel's signature or a
+    checkpoint's full training graph does), make the batch axis dynamic, convert, and return a
     Converted whose reference runs the original graph in a tf.compat.v1 Session.
 
-    ``input_tensors``/``output_tensors`` (tensor names) fix the interface, as a TF1 SavedModel's
-    signature does; ``served_names`` maps tensor names to served names (default: the op name)."""
+    ``served_names`` maps tensor names to served names (default: the op name)."""
     tf = import_tensorflow()
     graph = import_graph(graph_def, source)
-    outputs = (
-        [resolve_tensor(graph, name, "--outputs", source) for name in output_tensors or options.outputs or []]
-        or [t for op in (output_ops or []) for t in graph.get_operation_by_name(op).outputs]
-        or find_output_tensors(graph, source)
-    )
-    inputs = [
-        resolve_tensor(graph, name, "--inputs", source) for name in input_tensors or options.inputs or []
-    ] or find_input_tensors(graph, outputs, source)
-    overlap = {t.name for t in inputs} & {t.name for t in outputs}
-    if overlap:
-        raise ConversionError(f"{source}: {', '.join(sorted(overlap))} cannot be both an input and an output")
-    switches = inference_switches(inputs, explicit=bool(input_tensors or options.inputs))
+    if interface is None:
+        interface = tf_interface.choose(graph, source, options.inputs, options.outputs)
+    inputs = [tf_interface.resolve(graph, name, "--inputs", source) for name in interface.inputs]
+    outputs = [tf_interface.resolve(graph, name, "--outputs", source) for name in interface.outputs]
+    switches = inference_switches(inputs, explicit=interface.inputs_given)
     if switches:
         graph_def = with_constants(graph_def, switches)
         inputs = [t for t in inputs if t.op.name not in switches]
         if not inputs:
             raise ConversionError(f"{source}: no inputs left besides the switches {', '.join(switches)}")
+        interface.inputs = [t.name for t in inputs]
+        interface.left_out.update({op: f"fixed to {value} for inference" for op, value in switches.items()})
     notes = [f"placeholder {op} fixed to {value} for inference" for op, value in switches.items()]
+    graph_def = with_defaults(graph_def, keep={t.op.name for t in inputs})
 
     names = served_names or {}
     served_inputs = unique_names([names.get(t.name) or tensor_base_name(t.name) for t in inputs])
@@ -214,7 +165,7 @@ def convert_frozen(
         reference=reference,
         output_source_names=dict(zip(served_outputs, output_names, strict=True)),
         converters=base_versions(),
-        detail=dict(detail or {}),
+        detail={**(detail or {}), "interface": interface.record()},
         notes=notes
         + [
             f"input {n} had a fixed batch size {b} in the graph; served with a dynamic one"
@@ -244,6 +195,22 @@ def inference_switches(inputs: list[Any], explicit: bool) -> dict[str, bool | fl
     return switches
 
 
+def with_defaults(graph_def: Any, keep: set[str]) -> Any:
+    """A copy where each ``PlaceholderWithDefault`` not in ``keep`` is an ``Identity`` of its
+    default: a learning rate or keep probability with a default is never an input (tf2onnx would
+    otherwise expose it as one)."""
+    tf = import_tensorflow()
+    updated = tf.compat.v1.GraphDef()
+    updated.CopyFrom(graph_def)
+    for node in updated.node:
+        if node.op == "PlaceholderWithDefault" and node.name not in keep:
+            dtype = node.attr["dtype"].type
+            node.op = "Identity"
+            node.ClearField("attr")
+            node.attr["T"].type = dtype
+    return updated
+
+
 def with_constants(graph_def: Any, values: dict[str, bool | float]) -> Any:
     """A copy where each named placeholder is a Const of the same name and type (consumers unchanged)."""
     tf = import_tensorflow()
@@ -269,88 +236,6 @@ def import_graph(graph_def: Any, source: Path) -> Any:
     except Exception as exc:
         raise ConversionError(f"{source}: TensorFlow cannot import the graph: {first_line(exc)}") from exc
     return graph
-
-
-def resolve_tensor(graph: Any, name: str, flag: str, source: Path) -> Any:
-    """``x`` or ``x:0`` -> the tensor; an op name alone means its first output."""
-    tensor_name = name if ":" in name else f"{name}:0"
-    try:
-        return graph.get_tensor_by_name(tensor_name)
-    except (KeyError, ValueError) as exc:
-        raise ConversionError(f"{source}: {flag} names {name!r}, which is not a tensor of the graph") from exc
-
-
-def is_bookkeeping(op: Any) -> bool:
-    if op.type in BOOKKEEPING_OPS or op.type.startswith(("Apply", "ResourceApply", "Save", "Restore")):
-        return True
-    return any(BOOKKEEPING_SCOPES.match(re.sub(r"_\d+$", "", part)) for part in op.name.split("/"))
-
-
-def bookkeeping_ops(graph: Any) -> set[str]:
-    """Bookkeeping ops and everything their data flows into (an update op computed from gradients
-    is training machinery too, whatever its name). Control edges do not count: TF2 frozen graphs
-    hang the output ``Identity`` on a NoOp."""
-    marked = {op.name for op in graph.get_operations() if is_bookkeeping(op)}
-    changed = True
-    while changed:
-        changed = False
-        for op in graph.get_operations():
-            if op.name in marked:
-                continue
-            if any(t.op.name in marked for t in op.inputs):
-                marked.add(op.name)
-                changed = True
-    return marked
-
-
-def ancestors(ops: Iterable[Any]) -> set[str]:
-    seen: set[str] = set()
-    stack = list(ops)
-    while stack:
-        op = stack.pop()
-        if op.name in seen:
-            continue
-        seen.add(op.name)
-        stack.extend(t.op for t in op.inputs)
-    return seen
-
-
-def find_output_tensors(graph: Any, source: Path) -> list[Any]:
-    """Sinks first: ops nothing consumes. Only when there are none (the model's last op feeds just
-    the loss) fall back to ops consumed only by bookkeeping, keeping the earliest of those (the
-    logits, not the loss's own reshapes downstream of them)."""
-    ignored = bookkeeping_ops(graph)
-    placeholders = {op.name for op in graph.get_operations() if op.type == "Placeholder"}
-    sinks, fed_to_bookkeeping = [], []
-    for op in graph.get_operations():
-        if op.name in ignored or op.type in NEVER_OUTPUTS or not op.outputs:
-            continue
-        consumers = [c for t in op.outputs for c in t.consumers()]
-        if any(c.name not in ignored for c in consumers):
-            continue
-        if not ancestors([op]) & placeholders:
-            continue  # constant-only subgraphs (and variable reads) are not model outputs
-        (fed_to_bookkeeping if consumers else sinks).append(op)
-    if not sinks and fed_to_bookkeeping:
-        names = {op.name for op in fed_to_bookkeeping}
-        sinks = [op for op in fed_to_bookkeeping if not (ancestors(t.op for t in op.inputs) & names)]
-    if not sinks:
-        raise ConversionError(
-            f"{source}: no output found (no op that depends on a placeholder and feeds nothing); name them "
-            f"with --outputs"
-        )
-    return [t for op in sinks for t in op.outputs]
-
-
-def find_input_tensors(graph: Any, outputs: list[Any], source: Path) -> list[Any]:
-    needed = ancestors(t.op for t in outputs)
-    found = [op.outputs[0] for op in graph.get_operations() if op.type == "Placeholder" and op.name in needed]
-    if not found:
-        raise ConversionError(
-            f"{source}: the outputs {', '.join(t.name for t in outputs)} depend on no Placeholder; name the inputs "
-            f"with --inputs"
-        )
-    return found
 
 
 def with_placeholder_shapes(graph_def: Any, inputs: list[TfInput]) -> Any:

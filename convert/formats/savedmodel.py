@@ -1,14 +1,17 @@
 """TensorFlow SavedModel directories to ONNX.
 
 Keras 3 cannot load a SavedModel, and a SavedModel need not come from Keras at all, so the model is
-loaded with ``tf.saved_model.load`` and its ``serving_default`` signature (or its only signature) is
-what gets converted. The signature's keys are the model's own names: they name the ONNX inputs and
-outputs, ordered naturally (``output_0``, ``output_1``, ..., ``output_10``), with the TensorFlow
-placeholder names (``serving_default_a:0``) recorded as ``source_name``.
+loaded with ``tf.saved_model.load`` and one signature is what gets converted: ``--signature NAME``,
+else ``serving_default``, else the only one; with several and none of them ``serving_default``
+the converter names them and refuses rather than guess. The signature's keys are the model's own
+names: they name the ONNX inputs and outputs, ordered naturally (``output_0``, ``output_1``, ...,
+``output_10``), with the TensorFlow placeholder names (``serving_default_a:0``) recorded as ``source_name``.
 
 TF1 SavedModels (``SavedModelBuilder``, ``simple_save``) hold reference variables that the TF2 loader
 can only wrap, not freeze; they are loaded into a ``tf.compat.v1`` Session instead, frozen, and
-converted like a GraphDef with the signature's tensors and keys.
+converted like a GraphDef with the signature's tensors and keys. One saved without any signature
+(a training script's ``Builder.add_meta_graph_and_variables(session, tags)``) is converted like a
+checkpoint: the inference subgraph is found in the training graph (``tf_interface``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions
+from convert.formats import Converted, ConvertOptions, tf_interface
+from convert.formats.checkpoint import freeze_session
 from convert.formats.graphdef import convert_frozen
 from convert.formats.tf_common import (
     TfInput,
@@ -41,22 +45,22 @@ SERVING_TAG = "serve"
 
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     source = Path(source)
-    if options.inputs:
-        raise ConversionError(
-            f"{source}: a SavedModel's inputs are its signature's keys; --inputs applies to frozen graphs "
-            f"and checkpoints only"
-        )
     tf = import_tensorflow()
     v1_meta_graphs = tf1_meta_graphs(source)
     if v1_meta_graphs:
         return convert_tf1(source, v1_meta_graphs, options, workdir)
+    if options.inputs:
+        raise ConversionError(
+            f"{source}: a SavedModel's inputs are its signature's keys; --inputs applies to frozen graphs, "
+            f"checkpoints and TF1 SavedModels without signatures only"
+        )
     try:
         with quiet():
             loaded = tf.saved_model.load(str(source))
     except Exception as exc:
         raise ConversionError(f"{source}: cannot load the SavedModel: {first_line(exc)}") from exc
     signatures = dict(getattr(loaded, "signatures", {}) or {})
-    name = pick_signature(signatures, source)
+    name = pick_signature(signatures, source, options.signature)
     signature = signatures[name]
 
     input_specs = signature.structured_input_signature[1]
@@ -106,8 +110,15 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     return convert_callable(run, info, options, workdir)
 
 
-def pick_signature(signatures: dict[str, Any], source: Path) -> str:
-    """``serving_default``, else the only signature."""
+def pick_signature(signatures: dict[str, Any], source: Path, wanted: str | None = None) -> str:
+    """``--signature NAME``, else ``serving_default``, else the only signature."""
+    if wanted is not None:
+        if wanted not in signatures:
+            raise ConversionError(
+                f"{source}: --signature {wanted!r}: the SavedModel has no such signature "
+                f"(signatures: {', '.join(sorted(signatures)) or 'none'})"
+            )
+        return wanted
     if SERVING_SIGNATURE in signatures:
         return SERVING_SIGNATURE
     if len(signatures) == 1:
@@ -119,7 +130,7 @@ def pick_signature(signatures: dict[str, Any], source: Path) -> str:
         )
     raise ConversionError(
         f"{source}: the SavedModel has several signatures ({', '.join(sorted(signatures))}) and none is "
-        f"{SERVING_SIGNATURE!r}; re-export it with a {SERVING_SIGNATURE!r} signature"
+        f"{SERVING_SIGNATURE!r}; pick one with --signature NAME"
     )
 
 
@@ -164,28 +175,39 @@ def convert_tf1(source: Path, meta_graphs: list[Any], options: ConvertOptions, w
         except Exception as exc:
             raise ConversionError(f"{source}: cannot load the TF1 SavedModel: {first_line(exc)}") from exc
         signatures = dict(meta_graph.signature_def)
-        name = pick_signature(signatures, source)
-        signature = signatures[name]
-        input_keys = sorted(signature.inputs, key=natural_key)
-        output_keys = select_outputs(sorted(signature.outputs, key=natural_key), options, source)
-        input_tensors = [signature.inputs[k].name for k in input_keys]
-        output_tensors = [signature.outputs[k].name for k in output_keys]
-        keep = list(dict.fromkeys(t.split(":")[0] for t in [*output_tensors, *input_tensors]))
-        try:
-            frozen = tf.compat.v1.graph_util.convert_variables_to_constants(session, graph.as_graph_def(), keep)
-            frozen = tf.compat.v1.graph_util.extract_sub_graph(frozen, keep)
-        except Exception as exc:
-            raise ConversionError(f"{source}: cannot freeze the TF1 SavedModel's variables: {first_line(exc)}") from exc
-    served = dict(zip(input_tensors, input_keys, strict=True)) | dict(zip(output_tensors, output_keys, strict=True))
+        detail = {"tags": sorted(tags), "saved_by": "TensorFlow 1 (SavedModelBuilder)"}
+        served: dict[str, str] | None = None
+        if not signatures and options.signature is None:
+            # A training script's export: no signature says what the model is; find it in the graph.
+            interface = tf_interface.choose(graph, source, options.inputs, options.outputs)
+        else:
+            if options.inputs:
+                raise ConversionError(
+                    f"{source}: a SavedModel's inputs are its signature's keys; --inputs applies to frozen graphs, "
+                    f"checkpoints and SavedModels without signatures only"
+                )
+            name = pick_signature(signatures, source, options.signature)
+            signature = signatures[name]
+            input_keys = sorted(signature.inputs, key=natural_key)
+            output_keys = select_outputs(sorted(signature.outputs, key=natural_key), options, source)
+            input_tensors = [signature.inputs[k].name for k in input_keys]
+            output_tensors = [signature.outputs[k].name for k in output_keys]
+            interface = tf_interface.Interface(
+                inputs=input_tensors, outputs=output_tensors, how=f"signature {name}", inputs_given=True
+            )
+            served = dict(zip(input_tensors, input_keys, strict=True)) | dict(
+                zip(output_tensors, output_keys, strict=True)
+            )
+            detail["signature"] = name
+        frozen = freeze_session(session, interface, source)
     return convert_frozen(
         frozen,
         source,
         options,
         workdir,
         source_format=options.format or "savedmodel",
-        detail={"signature": name, "tags": sorted(tags), "saved_by": "TensorFlow 1 (SavedModelBuilder)"},
-        input_tensors=input_tensors,
-        output_tensors=output_tensors,
+        detail=detail,
+        interface=interface,
         served_names=served,
     )
 

@@ -50,6 +50,12 @@ def refuses(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     raise ConversionError(f"{source}: refused on purpose")
 
 
+def unpack_error(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
+    from convert.errors import UnpackError
+
+    raise UnpackError(f"{source}: bad member")  # a subclass, with its own exit code
+
+
 def buggy(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     return {}["missing"]  # a KeyError: a converter bug, not a user error
 
@@ -72,5 +78,6 @@ FAKES = {
     "fake_off": "tests.convert.fake_converters:off_by_a_bit",
     "fake_refuses": "tests.convert.fake_converters:refuses",
     "fake_buggy": "tests.convert.fake_converters:buggy",
+    "fake_unpack_error": "tests.convert.fake_converters:unpack_error",
     "fake_crashes": "tests.convert.fake_converters:crashes",
 }

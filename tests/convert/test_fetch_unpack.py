@@ -13,8 +13,7 @@ import pytest
 from bundle.archive import ExtractLimits, find_model_root
 from bundle.fetch import DownloadPolicy, model_repository_url
 from convert.errors import FetchError, UnpackError
-from convert.fetch import fetch
-from convert.unpack import unpack
+from convert.source import fetch, unpack
 from tests.convert.conftest import FAST, listing
 from tests.support.model_repository import ModelRepositoryServer, pack_old_platform_zip, repository_env
 
@@ -96,7 +95,7 @@ def test_backoff_doubles_up_to_the_cap(tmp_path: Path, served_zip) -> None:
 
 
 def test_progress_bar_draws_on_stderr(capsys: pytest.CaptureFixture) -> None:
-    from convert.fetch import ProgressBar
+    from convert.source import ProgressBar
 
     bar = ProgressBar("http://127.0.0.1/x/model.zip?modelId=1", width=10)
     bar(1 << 20, 2 << 20)

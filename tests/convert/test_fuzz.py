@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from bundle.archive import ExtractLimits
 from convert.detect import Detection, detect
 from convert.errors import DetectionError, UnpackError
-from convert.unpack import unpack
+from convert.source import unpack
 from tests.convert.conftest import make_onnx
 from tests.convert.test_detect import graphdef_bytes
 

@@ -281,20 +281,68 @@ def test_model_zips_are_not_unpacked_but_archives_are(tmp_path: Path, onnx_file:
     import tarfile
     import zipfile
 
-    from bundle.archive import ExtractLimits
-    from convert.pipeline import prepare
+    from convert.pipeline import is_model_file
+    from convert.source import open_source
+
+    def prepare(path: Path, workdir: Path) -> Path:
+        workdir.mkdir()
+        return open_source(path, workdir, is_model_file=is_model_file).root
 
     keras_zip = tmp_path / "model.keras"
     with zipfile.ZipFile(keras_zip, "w") as zf:
         zf.writestr("config.json", "{}")
         zf.writestr("metadata.json", "{}")
-    assert prepare(keras_zip, tmp_path / "w1", ExtractLimits()) == keras_zip
+    assert prepare(keras_zip, tmp_path / "w1") == keras_zip
     # an archive inside the old platform's zip: model/model/export.tar.gz holding the model
     inner = tmp_path / "export.tar.gz"
     with tarfile.open(inner, "w:gz") as tf:
         tf.add(onnx_file, "export/tiny.onnx")
     outer = pack_old_platform_zip(inner, tmp_path / "outer.zip")
-    root = prepare(outer, tmp_path / "w2", ExtractLimits())
+    root = prepare(outer, tmp_path / "w2")
     assert root.name == "tiny.onnx" and root.read_bytes() == onnx_file.read_bytes()
     manifest = convert_model(outer, tmp_path / "models", "nested", subprocess=False)
     assert manifest.sha256 == sha256_file(tmp_path / "models" / "nested" / "1" / "model.onnx")
+
+
+# ---- errors name what the user gave ----------------------------------------------------------------
+
+
+def test_errors_name_the_archive_member_not_the_workdir(tmp_path: Path, onnx_file: Path) -> None:
+    """A converter's message about an unpacked file names the archive the user gave and the member
+    (nested archives too), in the child process and in-process alike."""
+    import tarfile
+
+    archive = tmp_path / "run.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(onnx_file, "exports/model.onnx")
+        tar.add(onnx_file, "exports/notes.txt")
+    for in_child in (True, False):
+        with pytest.raises(ConversionError) as info:
+            convert_model(
+                archive,
+                tmp_path / "models",
+                "m",
+                options=ConvertOptions(format="fake_refuses"),
+                converters=FAKES,
+                subprocess=in_child,
+            )
+        assert type(info.value) is ConversionError
+        assert str(info.value) == f"{archive} (member exports): refused on purpose"
+
+    outer = pack_old_platform_zip(archive, tmp_path / "outer.zip")
+    with pytest.raises(ConversionError) as info:
+        convert_model(outer, tmp_path / "models", "m", options=ConvertOptions(format="fake_refuses"), converters=FAKES)
+    assert str(info.value) == f"{outer} (member model/model/run.tar.gz > exports): refused on purpose"
+
+
+def test_errors_name_the_url_not_the_download(tmp_path: Path, onnx_file: Path) -> None:
+    zip_path = pack_old_platform_zip(onnx_file, tmp_path / "model.zip")
+    with ModelRepositoryServer() as repo:
+        repo.add("42", zip_path)
+        with repository_env(repo, model_id="42", guid="secret-guid"), pytest.raises(UnpackError) as info:
+            convert_model(
+                None, tmp_path / "models", "m", options=ConvertOptions(format="fake_unpack_error"), converters=FAKES
+            )
+    message = str(info.value)
+    assert message.startswith(f"{repo.url}/") and "(member model/model/tiny.onnx): bad member" in message
+    assert "secret-guid" not in message and "modelport-convert-" not in message
