@@ -35,3 +35,12 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     except OSError as exc:
         raise TLSConfigError(f"--tls-cert {cert} / --tls-key {key}: cannot read them ({exc.strerror})") from None
     return context
+
+
+def grpc_credentials(cert: Path, key: Path):  # -> grpc.ServerCredentials (grpc imported only for gRPC)
+    """The same certificate and key for the gRPC port; checked with ``server_context`` first, so a bad
+    pair fails with the same message on both protocols."""
+    import grpc
+
+    server_context(cert, key)
+    return grpc.ssl_server_credentials([(key.read_bytes(), cert.read_bytes())])
