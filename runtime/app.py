@@ -250,8 +250,10 @@ def create_app(settings: Settings) -> web.Application:
         log.warning("no --auth-tokens-file: every route is open to anyone who can reach the port")
     if settings.allow_unauthenticated_admin and not tokens.has_admin:
         log.warning("--allow-unauthenticated-admin: the repository API (load/unload) is open without a token")
-    elif not admin_enabled:
-        log.info("the repository API is off: no admin token in --auth-tokens-file")
+    elif not admin_enabled:  # explicit mode without the API can only serve its --load-model set: say it louder
+        (log.warning if settings.model_control_mode == "explicit" else log.info)(
+            "the repository API is off: no admin token in --auth-tokens-file (or --allow-unauthenticated-admin)"
+        )
     middlewares = [error_middleware, auth_middleware(tokens, route_scope(settings), admin_enabled)]
     if settings.cors_origins:
         middlewares.insert(0, cors_middleware(settings.cors_origins))
