@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman || echo docker))
 
-.PHONY: example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty image-pmml-empty
+.PHONY: install-browser example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty image-pmml-empty
 
 install: install-serve install-dev
 
@@ -139,6 +139,11 @@ image-pmml: image-convert
 	$(ENGINE) build $(BUILD_FLAGS) -f Dockerfile.serve --target serve-pmml -t $(PMML_TAG) \
 		--build-arg CONVERT_IMAGE=$(CONVERT_TAG) --build-arg SOURCE="$(MODEL)" \
 		--build-arg NAME="$(IMAGE_NAME)" --build-arg CONVERT_ARGS="$(ARGS)" .
+
+# Debian's Chromium for the page tests (tests/page, driven by Playwright; no browser is downloaded).
+install-browser:
+	command -v chromium >/dev/null || { $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && \
+		$$([ "$$(id -u)" = 0 ] || echo sudo) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; }
 
 # ---- tests ---------------------------------------------------------------------------------
 # The whole suite: runtime, converters (real TensorFlow/PyTorch/scikit-learn models), PMML on a

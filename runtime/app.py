@@ -28,7 +28,7 @@ from runtime.control import ModelControl
 from runtime.cors import cors_middleware
 from runtime.engines import Engine, EngineOptions
 from runtime.errors import ModelportError
-from runtime.handlers import health, repository_api, simple, v2
+from runtime.handlers import health, page, repository_api, simple, v2
 from runtime.handlers.common import (
     CONTROL,
     DEADLINE,
@@ -294,6 +294,7 @@ def add_routes(app: web.Application) -> None:
     r.add_post("/v2/repository/index", repository_api.index)
     r.add_post("/v2/repository/models/{name}/load", repository_api.load)
     r.add_post("/v2/repository/models/{name}/unload", repository_api.unload)
+    r.add_get("/", page.index)
     _add_simple_routes(app)
     _add_openapi_routes(app)
 

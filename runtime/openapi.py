@@ -574,6 +574,12 @@ PATHS: dict[str, Any] = {
         "This document as a page",
         {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
     ),
+    "/": _get(
+        "Operations",
+        "page",
+        "A page to try every model in a browser (self-contained: loads nothing from another host)",
+        {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    ),
 }
 
 OPENAPI: dict[str, Any] = {

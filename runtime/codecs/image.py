@@ -82,7 +82,11 @@ def _decode(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
             if image.size != (spec.width, spec.height):
                 image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # Pillow's text names its internal buffer object: say it in our words
+        raise BadRequest(
+            "the upload is not a decodable image: not a format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
     return to_tensor(pixels, spec)
 

@@ -4,53 +4,22 @@ committed ``examples/sample.jpg`` uploaded to the image endpoint comes back ``re
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
 
 from bundle.manifest import read_manifest
-from convert.formats import ConvertOptions
-from convert.pipeline import convert_model
-from tests.support.server import ROOT, RunningServer, run_server
+from tests.support.examples import EXAMPLES, LABELS, Built
+from tests.support.server import RunningServer, run_server
 
-EXAMPLES = ROOT / "examples"
-LABELS = [line.strip() for line in (EXAMPLES / "labels.txt").read_text().splitlines() if line.strip()]
 pytestmark = pytest.mark.slow
 
 
-@dataclass
-class Built:
-    models: Path
-    repository: Path
-
-
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
-    work = Path(tmp_path_factory.mktemp("examples"))
-    result = subprocess.run(
-        [sys.executable, str(EXAMPLES / "make_examples.py"), str(work / "build")],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "sample.jpg -> red" in result.stdout
-    repository = work / "models"
-    convert_model(
-        work / "build" / "colour_classifier.keras",
-        repository,
-        "colour-classifier",
-        options=ConvertOptions(labels=LABELS),
-    )
-    convert_model(work / "build" / "tabular_regressor.keras", repository, "tabular-regressor")
-    return Built(work / "build", repository)
+def built(examples_built: Built) -> Built:
+    return examples_built
 
 
 @pytest.fixture(scope="module")

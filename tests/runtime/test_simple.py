@@ -123,6 +123,7 @@ def test_image_other_field_name_and_jpeg(server, reference):
 def test_image_errors(server):
     reply = _post(server, "/api/models/cnn/image", data=b"not an image", headers={"Content-Type": "image/png"})
     assert reply.status_code == 400 and "not a decodable image" in reply.json()["error"]
+    assert " at 0x" not in reply.json()["error"]  # no Python object repr from Pillow
     truncated = png(np.zeros((8, 8, 3), dtype=np.uint8))[:40]
     reply = _post(server, "/api/models/cnn/image", files={"image": ("t.png", truncated)})
     assert reply.status_code == 400
