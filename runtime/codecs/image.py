@@ -59,7 +59,11 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             image = Image.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except UnidentifiedImageError:  # Pillow's text names its internal buffer object: say it in our words
+        raise BadRequest(
+            "the upload is not a decodable image: not a format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
+        ) from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
     width, height = image.size
     if width * height > max_pixels:
@@ -82,11 +86,7 @@ def _decode(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
             if image.size != (spec.width, spec.height):
                 image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
             pixels = np.asarray(image)
-    except UnidentifiedImageError:  # Pillow's text names its internal buffer object: say it in our words
-        raise BadRequest(
-            "the upload is not a decodable image: not a format Pillow reads (PNG, JPEG, GIF, BMP, TIFF, WebP, ...)"
-        ) from None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
     return to_tensor(pixels, spec)
 

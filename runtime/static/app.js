@@ -137,7 +137,7 @@ async function refresh(force) {
   } catch (err) {
     status.textContent = err.message;
     status.classList.add("error");
-    if (err.status === 401 || err.status === 403) status.textContent += " Enter the access token above.";
+    if (err.status === 401 || err.status === 403) status.textContent += " (Enter the access token above.)";
     return;
   }
   const wanted = decodeURIComponent((location.hash.match(/^#model=(.+)$/) || [])[1] || "");

@@ -24,7 +24,7 @@ from playwright.sync_api import expect
 
 from tests.page.conftest import screenshot
 from tests.support.examples import EXAMPLES
-from tests.support.server import RunningServer
+from tests.support.server import RunningServer, run_server
 
 STATIC = Path(__file__).resolve().parents[2] / "runtime" / "static"
 FEATURES = [0.25, -1.5, 2.0, 0.75, 3.125, -0.5, 1.0, 0.0625]
@@ -285,15 +285,74 @@ def test_phone_sized_viewport(browser, server: RunningServer, requests_seen: lis
         context.close()
 
 
-def test_no_request_went_to_another_host(server: RunningServer, requests_seen: list[str]) -> None:
+TOKEN = "page-test-Vb7rK2pQ9sLm4Xw8"
+
+
+@pytest.fixture(scope="module")
+def secured(repository: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The same repository behind bearer tokens (only the tabular model, so no JVM starts)."""
+    work = tmp_path_factory.mktemp("secured")
+    tokens = work / "tokens"
+    tokens.write_text(f"{TOKEN} infer\n")
+    tokens.chmod(0o600)
+    args = ["--auth-tokens-file", str(tokens), "--model", "tabular-regressor"]
+    with run_server(repository, *args, log_dir=work) as running:
+        yield running
+
+
+def test_with_access_control_the_page_loads_and_asks_for_the_token(page, secured: RunningServer) -> None:
+    assert requests.get(f"{secured.url}/", timeout=10).status_code == 200  # the page is open
+    refused = requests.get(f"{secured.url}/api/models", timeout=10)
+    assert refused.status_code == 401
+    page.goto(f"{secured.url}/")
+    status = page.locator("#status")
+    expect(status).to_contain_text(refused.json()["error"])
+    expect(status).to_contain_text("access token")
+    assert page.locator("#models tbody tr").count() == 0
+    screenshot(page, "9-token-needed")
+
+    page.fill("#token", "wrong-token-0000000000")
+    page.keyboard.press("Enter")
+    wrong = requests.get(f"{secured.url}/api/models", headers={"Authorization": "Bearer wrong"}, timeout=10)
+    expect(status).to_contain_text(wrong.json()["error"])
+
+    page.fill("#token", TOKEN)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#tensor-form")
+    for i, value in enumerate(FEATURES):
+        page.fill(f"#in-0-{i}", str(value))
+    page.click("#tensor-form button[type=submit]")
+    page.wait_for_selector("#outputs tr[data-output='prediction']")
+    body = {"inputs": [{"name": "features", "shape": [1, 8], "datatype": "FP32", "data": FEATURES}]}
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    api = requests.post(f"{secured.url}/v2/models/tabular-regressor/infer", json=body, headers=headers, timeout=30)
+    assert page.locator("#outputs td.num").inner_text() == repr(api.json()["outputs"][0]["data"][0])
+    # the curl snippet reads the token from the environment, and works with it
+    code = snippet(page, "curl")
+    assert TOKEN not in code and "$MODELPORT_TOKEN" in code
+    run = subprocess.run(
+        ["bash", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"MODELPORT_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
+    )
+    assert json.loads(run.stdout)["outputs"] == api.json()["outputs"]
+    screenshot(page, "10-token-used")
+
+
+def test_no_request_went_to_another_host(
+    server: RunningServer, secured: RunningServer, requests_seen: list[str]
+) -> None:
     """Runs last: every request the browser made in this module, from its own request log."""
     assert len(requests_seen) > 20
-    origin = urlsplit(server.url)
+    servers = (server.url, secured.url)
     others = [
         url
         for url in requests_seen
-        if not (url.startswith("blob:" + server.url + "/") or url.startswith("data:"))
-        and (urlsplit(url).scheme, urlsplit(url).netloc) != (origin.scheme, origin.netloc)
+        if not any(url.startswith(f"blob:{origin}/") for origin in servers)
+        and not url.startswith("data:")
+        and "{0.scheme}://{0.netloc}".format(urlsplit(url)) not in servers
     ]
     assert others == []
     paths = {urlsplit(url).path for url in requests_seen}
