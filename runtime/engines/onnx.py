@@ -22,7 +22,7 @@ from bundle import datatypes
 from bundle.manifest import Manifest, TensorSpec, sha256_file
 from runtime.engines import EngineOptions
 from runtime.errors import BadRequest, InferenceError, ModelLoadError
-from runtime.validation import check_inputs
+from runtime.validation import InputCheck
 
 log = logging.getLogger("runtime.engines.onnx")
 
@@ -98,13 +98,11 @@ class OnnxEngine:
         self.manifest = manifest
         self._all_outputs = [o.name for o in manifest.outputs]
         self._string_inputs = {s.name for s in manifest.inputs if s.datatype == "BYTES"}
-
-    def validate(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return check_inputs(self.manifest, inputs)
+        self.validate = InputCheck(manifest)  # validate(inputs) -> inputs checked against the manifest
 
     def predict(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
         names = list(outputs) if outputs else self._all_outputs
-        feed = {k: _as_text(v) if k in self._string_inputs else v for k, v in inputs.items()}
+        feed = {k: _as_text(v) for k, v in inputs.items()} if self._string_inputs else inputs
         try:
             results = self.session.run(names, feed)
         except InvalidArgument as exc:  # input-dependent (e.g. a shape the graph's Reshape cannot take)
