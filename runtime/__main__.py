@@ -14,6 +14,7 @@ import sys
 from aiohttp import web
 from prometheus_client import disable_created_metrics
 
+from runtime import workers
 from runtime.app import create_app
 from runtime.auth import TokenFileError
 from runtime.errors import ModelLoadError
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("aiohttp.access").disabled = True  # runtime.access writes the one line per request
     disable_created_metrics()  # Triton exports no *_created series; keep /metrics small
+    if settings.workers > 1 and not workers.is_worker():
+        return workers.supervise(settings, sys.argv[1:] if argv is None else argv)
+    sock = workers.inherited_socket()  # None unless this process is one of --workers N
     try:
         app = create_app(settings)
         ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls_cert else None
@@ -40,12 +44,15 @@ def main(argv: list[str] | None = None) -> int:
         log.error("cannot start: %s", exc)
         return 1
     scheme = "https" if ssl_context else "http"
+    if sock is not None:
+        workers.prepare_worker(app)
     log.info("serving %s on %s://%s:%d", settings.repository, scheme, settings.host, settings.port)
     try:
         web.run_app(
             app,
-            host=settings.host,
-            port=settings.port,
+            host=None if sock else settings.host,
+            port=None if sock else settings.port,
+            sock=sock,
             ssl_context=ssl_context,
             # aiohttp spends shutdown_timeout twice (waiting for handlers, then for cancelled ones):
             # half each keeps the whole shutdown within --shutdown-grace (plus one running inference).

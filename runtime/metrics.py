@@ -32,6 +32,7 @@ LABELS = ("model", "version")
 BUCKETS_US = (100, 250, 500, 1e3, 2.5e3, 5e3, 1e4, 2.5e4, 5e4, 1e5, 2.5e5, 5e5, 1e6, 2.5e6, 1e7, 6e7)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 FLUSH_INTERVAL_S = 0.5  # multiprocess mode: how stale another worker's numbers can be in a scrape
+MULTIPROCESS_ENV = "MODELPORT_METRICS_MULTIPROCESS"  # set by runtime/workers.py in every worker
 
 COUNTERS = {
     "success": ("nv_inference_request_success", "counter", "Number of successful inference requests"),
@@ -151,7 +152,9 @@ class _Aggregated:
 
 
 class Metrics:
-    def __init__(self, multiprocess: bool = False) -> None:
+    def __init__(self, multiprocess: bool | None = None) -> None:
+        if multiprocess is None:
+            multiprocess = os.environ.get(MULTIPROCESS_ENV) == "1"
         self.registry = CollectorRegistry(auto_describe=False)
         self._models: dict[tuple[str, str], ModelMetrics] = {}
         self._shared: _Shared | None = None

@@ -32,6 +32,7 @@ class Settings:
     batch_delay_ms: float = 0.0  # how long the batcher waits for more requests before running a batch
     max_queue: int = 256  # queued requests per model before 503 + Retry-After
     instances: int = 1  # concurrent executions per model
+    workers: int = 1  # server processes on the one port (runtime/workers.py)
     request_timeout: float = 60.0  # seconds from arrival to answer before 504; 0: no deadline
     max_body_mb: int = 64  # request body limit in MiB (413), Triton's default
     max_elements: int = 16 * 1024 * 1024  # elements per tensor (413)
@@ -77,6 +78,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "batch_delay_ms": ("MODELPORT_BATCH_DELAY_MS", float, "adaptive batching: wait this long for more requests"),
     "max_queue": ("MODELPORT_MAX_QUEUE", int, "queued requests per model before 503 (default 256)"),
     "instances": ("MODELPORT_INSTANCES", int, "concurrent executions per model (default 1)"),
+    "workers": ("MODELPORT_WORKERS", int, "server processes sharing the port (default 1; see docs/runtime.md)"),
     "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, "per-request deadline in seconds, 504 after (0: none)"),
     "max_body_mb": ("MODELPORT_MAX_BODY_MB", int, "request body limit in MiB (default 64)"),
     "max_elements": ("MODELPORT_MAX_ELEMENTS", int, "elements per tensor (default 16777216)"),
@@ -209,6 +211,7 @@ def _check(settings: Settings) -> list[str]:
     positive = (
         "max_queue",
         "instances",
+        "workers",
         "max_body_mb",
         "max_elements",
         "max_image_pixels",
