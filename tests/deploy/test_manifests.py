@@ -28,7 +28,9 @@ from tests.deploy.manifests import (
     KUBERNETES_VERSION,
     ROOT,
     cluster_serving_runtime,
+    crd_dir,
     crd_schema,
+    documents,
     manifests,
 )
 
@@ -175,6 +177,22 @@ def test_cluster_serving_runtime_runs_the_server_the_kserve_way(fmt):
     assert [p["containerPort"] for p in ports if p["name"] != "h2c"] == [8080]
     if "grpc-v2" in spec["protocolVersions"]:
         assert any(p["name"] == "h2c" for p in ports)
+
+
+def test_priorities_do_not_collide_with_kserves_own_runtimes():
+    """KServe's webhook refuses two ClusterServingRuntimes giving one format and version the same priority,
+    and one runtime giving a format two priorities (servingruntime_webhook.go)."""
+    theirs = {}
+    for path in sorted((crd_dir().parent / "examples").glob("*.yaml")):
+        for doc in documents(path):
+            for f in doc["spec"]["supportedModelFormats"]:
+                theirs.setdefault((f["name"], f.get("version")), set()).add(f.get("priority"))
+    assert ("onnx", "1") in theirs  # Triton's: the example really is read
+    for fmt in ("onnx", "pmml"):
+        ours = cluster_serving_runtime(fmt)["spec"]["supportedModelFormats"]
+        assert len({f["priority"] for f in ours}) == 1
+        for f in ours:
+            assert f["priority"] not in theirs.get((f["name"], f["version"]), set()), f
 
 
 def test_inference_services_name_a_runtime_that_serves_their_format():
