@@ -113,6 +113,8 @@ def prepare(env: Mapping[str, str]) -> None:
     if env.get("HOSTS"):
         apply_hosts(env["HOSTS"])
     repository = Path(env.get("MODEL_REPOSITORY", "/models"))
+    if env.get("MODELPORT_MODEL_NAME"):  # one stored model in any shape: the server checks it (runtime/storage.py)
+        return
     if has_models(repository):
         return
     if env.get("MODEL_URL") or (fetch.repository_configured(env) and env.get("MODEL_ID")):
@@ -125,14 +127,18 @@ def prepare(env: Mapping[str, str]) -> None:
     )
 
 
-def repository_from_args(argv: list[str]) -> str | None:
-    """The server's ``--repository`` flag, which wins over MODEL_REPOSITORY (as it does in the server)."""
+def flag_from_args(argv: list[str], flag: str) -> str | None:
+    """A server flag's value (``--flag V`` or ``--flag=V``); flags win over the environment, as in the server."""
     for i, arg in enumerate(argv):
-        if arg == "--repository" and i + 1 < len(argv):
+        if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--repository="):
+        if arg.startswith(flag + "="):
             return arg.partition("=")[2]
     return None
+
+
+def repository_from_args(argv: list[str]) -> str | None:
+    return flag_from_args(argv, "--repository")
 
 
 def main(argv: list[str]) -> None:
@@ -140,6 +146,8 @@ def main(argv: list[str]) -> None:
     env = dict(os.environ)
     if repository := repository_from_args(argv):
         env["MODEL_REPOSITORY"] = repository
+    if model_name := flag_from_args(argv, "--model-name"):
+        env["MODELPORT_MODEL_NAME"] = model_name
     try:
         prepare(env)
     except BootstrapError as exc:

@@ -77,6 +77,13 @@ def locate(root: Path) -> tuple[str, Path]:
     ``path`` is the one model directory, the version directory, or the model file. Raises
     ``ModelLoadError`` with one line naming what was found when no shape or more than one fits.
     """
+    try:
+        return _locate(root)
+    except OSError as exc:  # e.g. a directory the server's user may not list
+        raise ModelLoadError(f"{exc.filename or root}: cannot read it: {exc.strerror}; {EXPECTED}") from None
+
+
+def _locate(root: Path) -> tuple[str, Path]:
     if root.is_file():
         return "file", root
     if not root.is_dir():
@@ -114,9 +121,9 @@ def repository_view(root: Path, name: str) -> Path:
     shape, path = locate(root)
     try:
         view = Path(tempfile.mkdtemp(prefix="modelport-view-"))
-    except OSError as exc:
+    except OSError as exc:  # also tempfile's own "no usable temporary directory" (FileNotFoundError)
         raise ModelLoadError(
-            f"cannot create the model view in {tempfile.gettempdir()} ({exc.strerror}): "
+            f"cannot create the model view in a temporary directory ({exc.strerror or exc}): "
             "mount a writable directory (an emptyDir) at /tmp or set TMPDIR"
         ) from None
     atexit.register(shutil.rmtree, view, True)
@@ -127,7 +134,10 @@ def repository_view(root: Path, name: str) -> Path:
         model_dir.mkdir()
         (model_dir / "1").symlink_to(path.resolve(), target_is_directory=True)
     else:
-        fmt = SUFFIXES.get(path.suffix.lower()) or _sniff(path)
+        try:
+            fmt = SUFFIXES.get(path.suffix.lower()) or _sniff(path)
+        except OSError as exc:
+            raise ModelLoadError(f"{path}: cannot read it: {exc.strerror}") from None
         version_dir = model_dir / "1"
         version_dir.mkdir(parents=True)
         (version_dir / MODEL_FILES[fmt]).symlink_to(path.resolve())

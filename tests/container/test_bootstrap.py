@@ -99,6 +99,15 @@ def test_empty_repository_with_nothing_to_fetch_fails_clearly(tmp_path: Path) ->
         bootstrap.prepare(env)
 
 
+def test_a_named_stored_model_is_left_to_the_server(tmp_path: Path) -> None:
+    """``--model-name``: /mnt/models holds one model in any shape; no fetch, no "empty repository" exit."""
+    (tmp_path / "churn.onnx").write_bytes(b"\x08\x07")
+    bootstrap.prepare({"MODEL_REPOSITORY": str(tmp_path), "MODELPORT_MODEL_NAME": "churn"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["churn.onnx"]
+    assert bootstrap.flag_from_args(["--model-name", "churn"], "--model-name") == "churn"
+    assert bootstrap.flag_from_args(["--model-name=churn"], "--model-name") == "churn"
+
+
 def test_repository_flag_wins_over_the_environment() -> None:
     assert bootstrap.repository_from_args(["--port", "5001", "--repository", "/srv/models"]) == "/srv/models"
     assert bootstrap.repository_from_args(["--repository=/srv/m"]) == "/srv/m"
