@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # CI's container stage: build the converter image and two serve images for real (the example Keras
 # image classifier as ONNX, a PMML regression), run each on 127.0.0.1, and check predictions against
-# numbers computed outside the container, the slim image's contents, its user, SIGTERM and its size.
+# numbers computed outside the container, the slim image's contents, its user, SIGTERM and its size;
+# then run the model-less images exactly as deploy/kserve/'s ClusterServingRuntimes declare them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -125,6 +126,18 @@ fi
 $ENGINE stop -t 30 $PMML_C >/dev/null
 code=$($ENGINE inspect --format '{{.State.ExitCode}}' $PMML_C)
 [ "$code" = 0 ] && ok "PMML SIGTERM: exited 0" || fail "PMML SIGTERM: exit code $code"
+
+stage "KServe: the serve images run as deploy/kserve/ declares them, for every shape of /mnt/models"
+b0=$(date +%s)
+make image-pmml-empty ENGINE="$ENGINE" >$LOGS/pmml-empty-image.log 2>&1 \
+  || { tail -40 $LOGS/pmml-empty-image.log; die "model-less PMML serve image build failed"; }
+echo "  model-less PMML image built in $(( $(date +%s) - b0 ))s"
+# Image, command, args ({{.Name}} substituted), port 8080, UID, read-only root, emptyDirs, limits: all
+# read from the ClusterServingRuntime YAML; the model mounted read-only at /mnt/models (.ci/kserve_check.py).
+ENGINE="$ENGINE" "$DEV_PY" .ci/kserve_check.py onnx "$bundle/colour-classifier/1" \
+  && ok "KServe ONNX runtime: every storage shape answers like onnxruntime" || fail "KServe ONNX runtime"
+ENGINE="$ENGINE" "$DEV_PY" .ci/kserve_check.py pmml tests/pmml/data/claims_regression.pmml \
+  && ok "KServe PMML runtime: every storage shape answers like pypmml" || fail "KServe PMML runtime"
 
 stage "done"
 echo "container: $passed passed, $failed failed"

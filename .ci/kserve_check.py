@@ -1,0 +1,283 @@
+"""Run a serve image exactly as a ClusterServingRuntime declares it, once per storage shape (CI's container stage).
+
+    python .ci/kserve_check.py onnx BUNDLE_VERSION_DIR    # deploy/kserve/clusterservingruntime-onnx.yaml
+    python .ci/kserve_check.py pmml PMML_FILE             # deploy/kserve/clusterservingruntime-pmml.yaml
+
+Everything the container gets comes from the YAML: the image, command, args with ``{{.Name}}``
+substituted by an InferenceService name, env, the HTTP port (8080, published on 127.0.0.1), the UID
+and GID from its securityContext, dropped capabilities, no privilege escalation, a read-only root
+filesystem with only the declared ``emptyDir`` volumes writable (podman's default tmpfs mounts are
+switched off), the CPU and memory limits. The model is mounted read-only at /mnt/models in each shape
+KServe's storage initializer can leave there. Each run must answer V2 metadata under the given name
+and an inference equal to onnxruntime (ONNX) or pypmml (PMML) run here on the same file.
+Prints one line per check; exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import requests
+import tritonclient.http as http
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.deploy.manifests import cluster_serving_runtime  # noqa: E402
+
+ENGINE = os.environ.get("ENGINE", "podman")
+NAMES = {"onnx": "kserve-churn", "pmml": "kserve-claims"}  # an InferenceService name, unlike any stored directory
+failures = 0
+
+
+def check(name: str, ok: bool, detail: str = "") -> bool:
+    global failures
+    failures += not ok
+    print(f"  {'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}", flush=True)
+    return ok
+
+
+def lay_out(shape: str, model: Path, manifest: Path | None, root: Path) -> tuple[Path, str]:
+    """``model`` stored as ``shape``; returns (what is mounted at /mnt/models, the version it serves as)."""
+    filename = "model" + model.suffix
+    extras = [manifest] if manifest else []
+    if shape == "file":  # the storage root is the file itself (a PVC subPath mount), no suffix
+        root.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(model, root)
+        return root, "1"
+    if shape == "repository":
+        target, version = root / "stored-under-another-name" / "4", "4"
+    elif shape == "model":
+        target, version = root / "2", "2"
+    else:
+        target, version = root, "1"
+    target.mkdir(parents=True)
+    if shape == "file-in-dir":
+        shutil.copy(model, target / f"exported{model.suffix}")
+        return root, version
+    shutil.copy(model, target / filename)
+    for extra in extras:
+        shutil.copy(extra, target / extra.name)
+    return root, version
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_command(fmt: str, mounted: Path, port: int, container_name: str) -> list[str]:
+    """``podman run`` for the runtime's one container, every setting taken from the YAML."""
+    runtime = cluster_serving_runtime(fmt)
+    spec = runtime["spec"]
+    (container,) = spec["containers"]
+    context = container["securityContext"]
+    volumes = {v["name"]: v for v in spec.get("volumes", [])}
+    name = NAMES[fmt]
+    cmd = [ENGINE, "run", "-d", "--name", container_name]
+    cmd += ["--user", f"{context['runAsUser']}:{context.get('runAsGroup', context['runAsUser'])}"]
+    if context.get("readOnlyRootFilesystem"):
+        cmd += ["--read-only"] + (["--read-only-tmpfs=false"] if ENGINE == "podman" else [])
+    for cap in context.get("capabilities", {}).get("drop", []):
+        cmd += ["--cap-drop", cap]
+    if context.get("allowPrivilegeEscalation") is False:
+        cmd += ["--security-opt", "no-new-privileges"]
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        assert "emptyDir" in volume, f"volume {mount['name']}: only emptyDir volumes are run here"
+        size = volume["emptyDir"].get("sizeLimit", "64Mi").replace("Mi", "m").replace("Gi", "g")
+        cmd += ["--tmpfs", f"{mount['mountPath']}:rw,size={size},mode=1777"]
+    limits = container.get("resources", {}).get("limits", {})
+    if "cpu" in limits:
+        cmd += ["--cpus", str(limits["cpu"])]
+    if "memory" in limits:
+        cmd += ["--memory", limits["memory"].replace("Mi", "m").replace("Gi", "g")]
+    for env in container.get("env", []):
+        cmd += ["-e", f"{env['name']}={env['value']}"]
+    ports = [p["containerPort"] for p in container.get("ports", []) if p.get("name") != "h2c"]
+    cmd += ["-p", f"127.0.0.1:{port}:{ports[0]}"]
+    cmd += ["-v", f"{mounted}:/mnt/models:ro"]
+    cmd += ["--entrypoint", container["command"][0], container["image"], *container["command"][1:]]
+    cmd += [a.replace("{{.Name}}", name) for a in container["args"]]
+    return cmd
+
+
+def logs(container_name: str) -> str:
+    done = subprocess.run([ENGINE, "logs", container_name], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return done.stdout
+
+
+def wait_ready(url: str, container_name: str, timeout: float = 120) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                return True
+        except requests.RequestException:
+            pass
+        state = subprocess.run(
+            [ENGINE, "inspect", "--format", "{{.State.Running}}", container_name], capture_output=True, text=True
+        ).stdout.strip()
+        if state == "false":
+            return False
+        time.sleep(0.5)
+    return False
+
+
+def onnx_reference(model: Path):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    spec = session.get_inputs()[0]
+    shape = [2 if not isinstance(d, int) else d for d in spec.shape]
+    x = np.random.default_rng(11).random(shape, dtype=np.float32)
+    out = session.get_outputs()[0].name
+    return {spec.name: x}, {out: session.run([out], {spec.name: x})[0]}
+
+
+def pmml_reference(model: Path):
+    import pandas as pd
+    import pypmml
+
+    feed = {
+        "age": np.array([25.0, 40.0, 61.5]),
+        "salary": np.array([20000.0, 55000.0, 31000.0]),
+        "car_location": np.array([b"carpark", b"street", b"street"], dtype=object),
+    }
+    frame = pd.DataFrame({k: [v.decode() if isinstance(v, bytes) else v for v in vs] for k, vs in feed.items()})
+    predicted = pypmml.Model.fromFile(str(model)).predict(frame)
+    return feed, {c.removeprefix("predicted_"): predicted[c].to_numpy(dtype=float) for c in predicted.columns}
+
+
+def serve_once(fmt: str, shape: str, model: Path, manifest: Path | None, work: Path, reference) -> None:
+    mounted, version = lay_out(shape, model, manifest, work / shape / "models")
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)  # readable by the runtime's UID
+    name, port = NAMES[fmt], free_port()
+    container_name = f"mp-ci-kserve-{fmt}-{shape}-{os.getpid()}"
+    url = f"http://127.0.0.1:{port}"
+    cmd = run_command(fmt, mounted, port, container_name)
+    started = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        detail = started.stderr[-300:] if started.returncode else ""
+        if not check(f"{fmt} {shape}: container started as declared", started.returncode == 0, detail):
+            return
+        if not check(
+            f"{fmt} {shape}: ready on 127.0.0.1:{port} (container port 8080)", wait_ready(url, container_name)
+        ):
+            print(logs(container_name)[-2000:])
+            return
+        uid = subprocess.run([ENGINE, "exec", container_name, "id", "-u"], capture_output=True, text=True).stdout
+        check(
+            f"{fmt} {shape}: runs as the securityContext's UID",
+            uid.strip() == cmd[cmd.index("--user") + 1].split(":")[0],
+        )
+        if shape == "repository":  # once per image: the preStop command exists in it and exits 0
+            (container,) = cluster_serving_runtime(fmt)["spec"]["containers"]
+            pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
+            done = subprocess.run([ENGINE, "exec", container_name, *pre_stop], capture_output=True, text=True)
+            check(f"{fmt}: the preStop command runs in the image", done.returncode == 0, done.stderr[-200:])
+        client = http.InferenceServerClient(url.removeprefix("http://"))
+        meta = client.get_model_metadata(name)
+        feed, expected = reference(model)
+        check(
+            f"{fmt} {shape}: V2 metadata under {name!r}, version {version}",
+            meta["name"] == name and meta["versions"] == [version] and {i["name"] for i in meta["inputs"]} == set(feed),
+            f"{meta['name']} {meta['versions']} {[i['name'] for i in meta['inputs']]}",
+        )
+        inputs = []
+        for input_name, values in feed.items():
+            datatype = {"float32": "FP32", "float64": "FP64", "object": "BYTES"}[values.dtype.name]
+            tensor = http.InferInput(input_name, list(values.shape), datatype)
+            tensor.set_data_from_numpy(values, binary_data=True)
+            inputs.append(tensor)
+        result = client.infer(name, inputs, model_version=version)
+        errors = []
+        for output_name, want in expected.items():
+            got = result.as_numpy(output_name)
+            errors.append(np.inf if got is None else float(np.max(np.abs(got.reshape(want.shape) - want))))
+        check(
+            f"{fmt} {shape}: V2 inference equals {'onnxruntime' if fmt == 'onnx' else 'pypmml'}",
+            max(errors) <= 1e-5,
+            f"max abs {max(errors):.2g}",
+        )
+        metrics = requests.get(f"{url}/metrics", timeout=10)
+        check(
+            f"{fmt} {shape}: Prometheus metrics on the annotated port", "nv_inference_request_success" in metrics.text
+        )
+    finally:
+        subprocess.run([ENGINE, "rm", "-f", "-t", "5", container_name], capture_output=True)
+
+
+def ambiguous(fmt: str, model: Path, work: Path) -> None:
+    """Two models stored side by side: the container exits 1 with one line saying what it found."""
+    root = work / "ambiguous" / "models"
+    for stored in ("a", "b"):
+        (root / stored / "1").mkdir(parents=True)
+        shutil.copy(model, root / stored / "1" / ("model" + model.suffix))
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    container_name = f"mp-ci-kserve-{fmt}-ambiguous-{os.getpid()}"
+    cmd = run_command(fmt, root, free_port(), container_name)
+    try:
+        subprocess.run(cmd, capture_output=True, check=True)
+        code = subprocess.run([ENGINE, "wait", container_name], capture_output=True, text=True).stdout.strip()
+        text = logs(container_name)
+        line = "cannot start: /mnt/models: ambiguous, found model directories a/, b/; expected exactly one model"
+        check(f"{fmt} ambiguous storage: exit 1 with one line", code == "1" and line in text, f"exit {code}")
+        check(f"{fmt} ambiguous storage: no traceback", "Traceback" not in text)
+    finally:
+        subprocess.run([ENGINE, "rm", "-f", container_name], capture_output=True)
+
+
+def without_tmp(fmt: str, model: Path, work: Path) -> None:
+    """The same container without the declared /tmp emptyDir: the read-only root is real, and the
+    failure is one line saying what to mount."""
+    mounted, _ = lay_out("file", model, None, work / "no-tmp" / "models")
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    container_name = f"mp-ci-kserve-{fmt}-no-tmp-{os.getpid()}"
+    cmd = run_command(fmt, mounted, free_port(), container_name)
+    while "--tmpfs" in cmd:
+        i = cmd.index("--tmpfs")
+        del cmd[i : i + 2]
+    try:
+        subprocess.run(cmd, capture_output=True, check=True)
+        code = subprocess.run([ENGINE, "wait", container_name], capture_output=True, text=True).stdout.strip()
+        text = logs(container_name)
+        check(
+            f"{fmt} read-only root without the /tmp emptyDir: exit 1 naming what to mount",
+            code == "1" and "mount a writable directory (an emptyDir) at /tmp" in text and "Traceback" not in text,
+            f"exit {code}",
+        )
+    finally:
+        subprocess.run([ENGINE, "rm", "-f", container_name], capture_output=True)
+
+
+def main() -> None:
+    fmt, source = sys.argv[1], Path(sys.argv[2])
+    if fmt == "onnx":  # a bundle version directory: model.onnx + modelport.json
+        model, manifest, reference = source / "model.onnx", source / "modelport.json", onnx_reference
+    else:
+        model, manifest, reference = source, None, pmml_reference
+    work = Path(tempfile.mkdtemp(prefix=f"mp-ci-kserve-{fmt}-"))
+    try:
+        for shape in ("repository", "model", "version", "file", "file-in-dir"):
+            serve_once(fmt, shape, model, manifest, work, reference)
+        if fmt == "onnx":
+            ambiguous(fmt, model, work)
+            without_tmp(fmt, model, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    sys.exit(1 if failures else 0)
+
+
+if __name__ == "__main__":
+    main()
