@@ -5,7 +5,8 @@
 
 ONNX: a V2 inference (JSON and binary) and an image upload must equal onnxruntime run here on the
 bundle copied out of the image, with the image preprocessed by hand with Pillow. PMML: a V2
-inference must equal the regression written in the PMML document, computed by hand.
+inference must equal the regression written in the PMML document, computed by hand. Both: the page at
+``/`` is served from the image.
 Prints one line per check and exits non-zero on any failure.
 """
 
@@ -25,6 +26,15 @@ def check(name: str, ok: bool, detail: str = "") -> None:
     global failures
     failures += not ok
     print(f"  {'ok  ' if ok else 'FAIL'} {name}{': ' + detail if detail else ''}")
+
+
+def check_page(url: str) -> None:
+    """GET / answers the try-it page built from the runtime/static/ files this checkout holds."""
+    script = (Path(__file__).resolve().parents[1] / "runtime" / "static" / "app.js").read_text(encoding="utf-8")
+    page = requests.get(f"{url}/", timeout=30)
+    ok = page.status_code == 200 and page.headers.get("Content-Type", "").startswith("text/html")
+    ok = ok and script in page.text and "connect-src 'self'" in page.headers.get("Content-Security-Policy", "")
+    check("the try-it page at / ships in the image", ok, str(page.status_code))
 
 
 def check_onnx(url: str, bundle: Path, sample: Path) -> None:
@@ -104,6 +114,7 @@ def main() -> None:
         check_onnx(url, Path(rest[0]), Path(rest[1]))
     else:
         check_pmml(url)
+    check_page(url)
     sys.exit(1 if failures else 0)
 
 
