@@ -1,7 +1,8 @@
 """Encoded images (PNG, JPEG, ...) -> the model's input tensor, as the manifest's preprocessing says.
 
 Steps, in order: refuse images over the pixel limit from the header alone (before any decoding, so
-a decompression bomb costs nothing), decode with Pillow, apply the EXIF orientation, convert to the
+a decompression bomb costs nothing), decode with Pillow (a JPEG at least twice the input size at 1/2, 1/4 or
+1/8 scale: draft mode), apply the EXIF orientation, convert to the
 colour mode (RGB, BGR or L), resize to width x height with bilinear filtering, compute
 ``(pixel * scale - mean) / std`` per channel in float32, lay out HWC or CHW, cast to the datatype.
 A model without a manifest gets a derived preprocessing when it has exactly one 4-D input whose
@@ -21,6 +22,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from bundle.datatypes import Datatype
 from bundle.manifest import ImagePreprocessing, Manifest
 from runtime.errors import BadRequest, PayloadTooLarge
+
+DRAFT_MIN_RATIO = 2  # JPEG draft (DCT-scaled) decoding only when the photo is at least this much larger
+REDUCING_GAP = 3.0  # Image.reduce (a box filter) before the bilinear resize while the scale is above 3x
 
 Image.MAX_IMAGE_PIXELS = None  # our own limit (max_pixels) applies, with a 413 instead of a warning
 
@@ -78,17 +82,32 @@ def _decode(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            _draft(image, spec)
             image.load()
             image = ImageOps.exif_transpose(image)
             mode = "L" if spec.color_mode == "L" else "RGB"
             if image.mode != mode:
                 image = image.convert(mode)
             if image.size != (spec.width, spec.height):
-                image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR)
+                image = image.resize((spec.width, spec.height), Image.Resampling.BILINEAR, reducing_gap=REDUCING_GAP)
             pixels = np.asarray(image)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise BadRequest(f"the upload is not a decodable image ({type(exc).__name__}: {exc})") from None
     return to_tensor(pixels, spec)
+
+
+def _draft(image: Image.Image, spec: ImagePreprocessing) -> None:
+    """Let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale (DCT scaling) when the model input is at least
+    ``DRAFT_MIN_RATIO`` times smaller on both axes: far fewer pixels to decode and to resize. Pillow picks the
+    smallest scale that still covers the requested size, so the final bilinear resize always shrinks. The
+    pixels differ slightly from a full decode (docs/runtime.md, "Image decoding" has the measured difference)."""
+    if image.format != "JPEG":
+        return
+    width, height = spec.width, spec.height
+    if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that swap the axes
+        width, height = height, width
+    if image.size[0] >= DRAFT_MIN_RATIO * width and image.size[1] >= DRAFT_MIN_RATIO * height:
+        image.draft(image.mode, (width, height))
 
 
 def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int) -> np.ndarray:
@@ -102,17 +121,17 @@ def to_tensor(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
         pixels = pixels[:, :, None]
     if spec.color_mode == "BGR":
         pixels = pixels[:, :, ::-1]
-    values = pixels.astype(np.float32) * np.float32(spec.scale)
-    mean = np.asarray(spec.mean, dtype=np.float32)
-    std = np.asarray(spec.std, dtype=np.float32)
-    values = (values - mean) / std
+    # float32 throughout, in place: one buffer for (pixel * scale - mean) / std, no float64 intermediate
+    values = np.multiply(pixels, np.float32(spec.scale), dtype=np.float32)
+    values -= np.asarray(spec.mean, dtype=np.float32)
+    values /= np.asarray(spec.std, dtype=np.float32)
     if spec.layout == "NCHW":
         values = values.transpose(2, 0, 1)
     dtype = Datatype(spec.datatype).numpy
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         values = np.clip(np.rint(values), info.min, info.max)
-    return np.ascontiguousarray(values.astype(dtype))
+    return np.ascontiguousarray(values, dtype=dtype)  # the one conversion to the model's dtype (and layout copy)
 
 
 def decode_batch(
