@@ -18,7 +18,7 @@ from pathlib import Path
 from bundle.fetch import DownloadPolicy, repository_configured
 from bundle.manifest import Manifest
 from convert.errors import ConversionError
-from convert.formats import CONVERTERS, ConvertOptions, ImageOptions
+from convert.formats import ConvertOptions, ImageOptions, formats
 
 EXIT_USAGE = 64
 EXIT_INTERNAL = 1
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repository", required=True, type=Path, metavar="DIR", help="model repository to write")
     parser.add_argument("--name", required=True, help="model name (REPO/NAME)")
     parser.add_argument("--version", default="1", help="version directory (default 1)")
-    parser.add_argument("--format", metavar="FMT", help=f"skip detection: {', '.join(sorted(CONVERTERS))}")
+    parser.add_argument("--format", metavar="FMT", help=f"skip detection: {', '.join(f.name for f in formats())}")
     parser.add_argument("--input-shape", action="append", default=[], metavar="NAME=d0,d1,...")
     parser.add_argument(
         "--input-dtype",

@@ -9,6 +9,8 @@ input, the only exception that leaves ``detect`` is ``DetectionError``.
 from __future__ import annotations
 
 import bz2
+import dataclasses
+import functools
 import glob
 import io
 import lzma
@@ -16,77 +18,89 @@ import pickletools
 import re
 import zipfile
 import zlib
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from convert.errors import DetectionError
-from convert.formats import CONVERTERS
+from convert.formats import Detection, formats, get_format
 
-SUPPORTED = (
-    "Keras .h5 (keras_h5), Keras .keras (keras), TensorFlow SavedModel directory (savedmodel), "
-    "frozen GraphDef .pb (graphdef), TF1 checkpoint directory (checkpoint), TorchScript archive (torchscript), "
-    "torch.save pickle (torch_pickle), scikit-learn pickle/joblib (sklearn), ONNX (onnx), PMML (pmml)"
-)
-DIRECTORY_FORMATS = {"savedmodel", "checkpoint"}
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 SCAN_BYTES = 64 << 20  # pickle opcodes and protobuf fields read at most this far
 MAX_DIR_FILES = 2000
 
+__all__ = ["Detection", "classify", "detect", "locate", "sniff_file", "supported"]
 
-@dataclass
-class Detection:
-    """``path`` is what the converter receives: the model file, or the directory for directory formats."""
 
-    format: str
-    path: Path
-    detail: dict[str, Any] = field(default_factory=dict)
+def supported() -> str:
+    """Every registered format, for messages: "Keras .h5 (keras_h5), ..."."""
+    return ", ".join(f"{fmt.description} ({fmt.name})" for fmt in formats())
 
 
 def detect(root: Path) -> Detection:
-    """Detect the format of a file or of a model root directory."""
+    """Detect the format of a file or of a model root directory: the driver over the registered
+    formats (``convert.formats.formats()``), each asked in turn."""
     root = Path(root)
     try:
         if root.is_dir():
             return _detect_dir(root)
-        if root.name in ("saved_model.pb", "saved_model.pbtxt") and (root.parent / "variables").is_dir():
-            return Detection("savedmodel", root.parent)
-        if root.name.endswith(".index") and any(root.parent.glob(f"{glob.escape(root.name[:-6])}.data-*")):
-            return Detection("checkpoint", root.parent, {"requested": root.name[:-6]})
         found = sniff_file(root)
         if isinstance(found, Detection):
             return found
-        raise DetectionError(f"{root}: {found}; supported: {SUPPORTED}")
+        raise DetectionError(f"{root}: {found}; supported: {supported()}")
     except DetectionError:
         raise
     except Exception as exc:  # an unreadable file or a parser surprise is still "not recognised"
         raise DetectionError(f"{root}: cannot read it to detect the format ({type(exc).__name__}: {exc})") from None
 
 
-def locate(root: Path, fmt: str, registry: Mapping[str, str] = CONVERTERS) -> Detection:
+def locate(root: Path, fmt: str) -> Detection:
     """With ``--format`` given: the path the converter for ``fmt`` should receive."""
-    root = Path(root)
-    if fmt not in registry:
-        raise DetectionError(f"unknown format {fmt!r}; supported: {', '.join(sorted(registry))}")
-    if fmt in DIRECTORY_FORMATS:
-        return Detection(fmt, root if root.is_dir() else root.parent, {"forced": True})
+    try:
+        source_format = get_format(fmt)
+    except KeyError as exc:
+        raise DetectionError(str(exc.args[0])) from None
+    return Detection(fmt, source_format.locate(Path(root)), {"forced": True})
+
+
+def locate_in_family(root: Path, family: str) -> Path:
+    """A file format's ``locate``: inside a directory, the one file of the same family, if exactly
+    one (a ``.keras`` forced as ``keras_h5``); else the root as given."""
     if root.is_dir():
-        with_format = []
+        with_family = []
         for path in _files(root):
             try:
-                found = sniff_file(path)
-            except Exception:
+                found = _sniff_quietly(path)
+            except DetectionError:
                 continue
-            if isinstance(found, Detection) and _family(found.format) == _family(fmt):
-                with_format.append(found)
-        if len(with_format) == 1:
-            return Detection(fmt, with_format[0].path, {**with_format[0].detail, "forced": True})
-    return Detection(fmt, root, {"forced": True})
+            if found is not None and get_format(found.format).family == family:
+                with_family.append(found.path)
+        if len(with_family) == 1:
+            return with_family[0]
+    return root
 
 
-def _family(fmt: str) -> str:
-    return {"keras_h5": "keras", "torchscript": "torch", "torch_pickle": "torch"}.get(fmt, fmt)
+def sniff_file(path: Path) -> Detection | str:
+    """A Detection from the first registered format that claims ``path``, or a short description
+    of what the file is instead (for error messages)."""
+    found = _sniff_quietly(path)
+    if found is not None:
+        return found
+    described = classify(path)
+    return described if isinstance(described, str) else "not a recognised model file"
+
+
+def _sniff_quietly(path: Path) -> Detection | None:
+    for fmt in formats():
+        try:
+            found = fmt.sniff(path)
+        except DetectionError:
+            raise
+        except Exception:  # a plug-in's sniffer tripping over a foreign file is a "no"
+            continue
+        if found is not None:
+            return found
+    return None
 
 
 # ---- directories -------------------------------------------------------------------------------
@@ -107,42 +121,100 @@ def _files(root: Path) -> list[Path]:
 
 
 def _detect_dir(root: Path) -> Detection:
-    names = {p.name for p in root.iterdir()}
-    if "saved_model.pb" in names or "saved_model.pbtxt" in names:
-        if (root / "variables").is_dir():
-            return Detection("savedmodel", root)
-        raise DetectionError(
-            f"{root}: has saved_model.pb but no variables/ directory; a SavedModel directory needs both"
-        )
-    indexes = sorted(p for p in root.iterdir() if p.is_file() and p.name.endswith(".index"))
-    if indexes and any(re.search(r"\.data-\d+-of-\d+$", n) for n in names):
-        return Detection("checkpoint", root, {"index_files": [p.name for p in indexes]})
+    """A directory format claiming the root itself (a SavedModel, a checkpoint), else the one
+    model file found inside it."""
+    found = _sniff_quietly(root)
+    if found is not None:
+        return found
     files = _files(root)
     recognised: list[Detection] = []
     seen: list[str] = []
     for path in files:
         found = sniff_file(path)
         if isinstance(found, Detection):
-            recognised.append(found)
+            if not any(d.format == found.format and d.path == found.path for d in recognised):
+                recognised.append(found)
         else:
             seen.append(f"{path.relative_to(root)} ({found})")
     if len(recognised) == 1:
         return recognised[0]
     if len(recognised) > 1:
-        listing = ", ".join(f"{d.path.relative_to(root)} ({d.format})" for d in recognised)
+        listing = ", ".join(f"{_relative(d.path, root)} ({d.format})" for d in recognised)
         raise DetectionError(f"{root}: more than one model found: {listing}; keep one, or point SOURCE at one file")
     listing = "; ".join(seen[:10]) + (f"; and {len(seen) - 10} more" if len(seen) > 10 else "")
     raise DetectionError(
-        f"{root}: no model found among {len(files)} files ({listing or 'none'}); supported: {SUPPORTED}"
+        f"{root}: no model found among {len(files)} files ({listing or 'none'}); supported: {supported()}"
     )
+
+
+def _relative(path: Path, root: Path) -> str:
+    return "." if path == root else str(path.relative_to(root))
+
+
+# ---- the built-in formats' sniffers (registered in convert.formats.builtin) -------------------
+
+
+def saved_model_dir(path: Path) -> Detection | None:
+    """A SavedModel directory, or its ``saved_model.pb`` beside ``variables/``."""
+    directory = path if path.is_dir() else path.parent
+    if not path.is_dir() and path.name not in ("saved_model.pb", "saved_model.pbtxt"):
+        return None
+    names = {p.name for p in directory.iterdir()}
+    if "saved_model.pb" not in names and "saved_model.pbtxt" not in names:
+        return None
+    if (directory / "variables").is_dir():
+        return Detection("savedmodel", directory)
+    if path.is_dir():
+        raise DetectionError(
+            f"{directory}: has saved_model.pb but no variables/ directory; a SavedModel directory needs both"
+        )
+    return None
+
+
+def checkpoint_dir(path: Path) -> Detection | None:
+    """A directory of TF1 checkpoint files (``.index`` and ``.data-*``), or one ``.index`` file."""
+    if path.is_dir():
+        names = {p.name for p in path.iterdir()}
+        indexes = sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(".index"))
+        if indexes and any(re.search(r"\.data-\d+-of-\d+$", n) for n in names):
+            return Detection("checkpoint", path, {"index_files": [p.name for p in indexes]})
+        return None
+    if path.name.endswith(".index") and any(path.parent.glob(f"{glob.escape(path.name[:-6])}.data-*")):
+        return Detection("checkpoint", path.parent, {"requested": path.name[:-6]})
+    return None
+
+
+def claimed_by(name: str) -> Callable[[Path], Detection | None]:
+    """The sniffer of a built-in file format: the byte-level classification says ``name``."""
+
+    def sniff(path: Path) -> Detection | None:
+        if path.is_dir():
+            return None
+        found = classify(path)
+        if isinstance(found, Detection) and found.format == name:
+            return dataclasses.replace(found, detail=dict(found.detail))
+        return None
+
+    return sniff
+
+
+def classify(path: Path) -> Detection | str:
+    """What the bytes of a file say, once per file version (every built-in format asks)."""
+    path = Path(path)
+    stat = path.stat()
+    return _classify(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=64)
+def _classify(name: str, mtime_ns: int, size: int) -> Detection | str:
+    return _classify_bytes(Path(name))
 
 
 # ---- single files ------------------------------------------------------------------------------
 
 
-def sniff_file(path: Path) -> Detection | str:
+def _classify_bytes(path: Path) -> Detection | str:
     """A Detection, or a short description of what the file is instead (for error messages)."""
-    path = Path(path)
     with open(path, "rb") as f:
         head = f.read(4096)
     if not head:

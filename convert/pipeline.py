@@ -2,7 +2,7 @@
 
 The converter and the verification run together in a "spawn" child: TensorFlow and torch keep
 memory and threads for the life of a process, and a converter that segfaults must not take the
-CLI with it. Only picklable data comes back (``Converted`` without its callables, and ``Parity``).
+CLI with it. Only picklable data comes back (the ``ConversionResult`` and the ``Parity``).
 Nothing touches the repository until the very last step, which is all-or-nothing.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib
+import functools
 import multiprocessing
 import os
 import signal
@@ -26,7 +26,7 @@ from bundle.fetch import DEFAULT_POLICY, DownloadPolicy, temporary_directory
 from bundle.manifest import Manifest, Parity, SourceInfo
 from convert import bundle, detect, image
 from convert.errors import ConversionError
-from convert.formats import CONVERTERS, Converted, ConvertOptions, get_converter
+from convert.formats import ConversionResult, ConvertOptions, Format, get_format, register
 from convert.source import open_source
 
 DEBUG_ENV = "MODELPORT_DEBUG"  # set to 1: print the converter's traceback on unexpected errors
@@ -65,8 +65,8 @@ def convert_model(
         try:
             root = given.root
             converters = {**plugin_converters(), **(converters or {})}
-            registry = {**CONVERTERS, **converters}
-            found = detect.locate(root, options.format, registry) if options.format else detect.detect(root)
+            register_converters(converters)
+            found = detect.locate(root, options.format) if options.format else detect.detect(root)
             options = dataclasses.replace(options, source_root=root if root.is_dir() else root.parent)
             output_dir = workdir / "converted"
             output_dir.mkdir()
@@ -94,6 +94,20 @@ def plugin_converters(env: Mapping[str, str] | None = None) -> dict[str, str]:
     return plugins
 
 
+def register_converters(converters: Mapping[str, str] | None) -> None:
+    """``{format: "module:function"}`` as forced-only formats (never detected: no sniffer), in
+    whichever process runs this; a test's misbehaving converter replaces a format on purpose."""
+    for name, target in (converters or {}).items():
+        fmt = Format(
+            name=name,
+            family=name,
+            description=f"{name} ({target})",
+            converter=target,
+            locator=functools.partial(detect.locate_in_family, family=name),
+        )
+        register(fmt, overwrite=True)
+
+
 def is_model_file(path: Path) -> bool:
     """An archive that is itself a model (``.keras``, a TorchScript zip, a joblib .gz): not unpacked."""
     try:
@@ -107,32 +121,28 @@ def is_model_file(path: Path) -> bool:
 
 def convert_and_verify(
     found: detect.Detection, options: ConvertOptions, workdir: Path, converters: Mapping[str, str] | None = None
-) -> tuple[Converted, Parity]:
+) -> tuple[ConversionResult, Parity]:
     """Runs in the child: the converter, then verification against the source framework."""
     from convert import verify  # imports the engine only where it runs
 
+    register_converters(converters)
+    options = dataclasses.replace(options, format=found.format)
     try:
-        if converters and found.format in converters:
-            module_name, func = converters[found.format].split(":")
-            converter = getattr(importlib.import_module(module_name), func)
-        else:
-            converter = get_converter(found.format)
+        converted = get_format(found.format).convert(found.path, options, workdir)
     except ImportError as exc:
         raise ConversionError(f"{found.path}: the {found.format} converter is not available: {exc}") from None
-    options = dataclasses.replace(options, format=found.format)
-    converted = converter(found.path, options, workdir)
     if converted.format == "onnx":
         converted.image = image.apply(converted.inputs, converted.image, options.image)
     if options.verify:
         parity = verify.verify(converted, options)
     else:
         parity = Parity(verified=False, notes=[*converted.notes, "verification skipped (--no-verify)"])
-    return dataclasses.replace(converted, reference=None, make_inputs=None), parity
+    return converted.result(), parity
 
 
 def run_here(
     found: detect.Detection, options: ConvertOptions, workdir: Path, converters: Mapping[str, str] | None = None
-) -> tuple[Converted, Parity]:
+) -> tuple[ConversionResult, Parity]:
     try:
         return convert_and_verify(found, options, workdir, converters)
     except ConversionError:
@@ -143,7 +153,7 @@ def run_here(
 
 def run_in_child(
     found: detect.Detection, options: ConvertOptions, workdir: Path, converters: Mapping[str, str] | None = None
-) -> tuple[Converted, Parity]:
+) -> tuple[ConversionResult, Parity]:
     context = multiprocessing.get_context("spawn")
     receiver, sender = context.Pipe(duplex=False)
     args = (sender, found, options, workdir, converters)
@@ -276,7 +286,7 @@ def _exit_reason(code: int | None) -> str:
 
 
 def build_manifest(
-    converted: Converted,
+    converted: ConversionResult,
     parity: Parity,
     found: detect.Detection,
     location: str,
@@ -311,7 +321,7 @@ def build_manifest(
     )
 
 
-def _label_output(converted: Converted, labels: list[str], chosen: str | None) -> str:
+def _label_output(converted: ConversionResult, labels: list[str], chosen: str | None) -> str:
     """The output the labels index: the converter's choice, else the one whose last axis fits."""
     specs = {s.name: s for s in converted.outputs}
     if chosen is None:

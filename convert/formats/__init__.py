@@ -1,36 +1,49 @@
-"""Source-format converters behind one small registry.
+"""Source formats as plug-in objects, behind one registry.
 
-A converter is a function ``convert(source, options, workdir) -> Converted`` in its own module,
-listed in ``CONVERTERS`` by dotted path so that detecting a format imports no framework. The
-pipeline (``convert.pipeline``) runs the converter in a subprocess, verifies ``Converted`` with
-``convert.verify`` inside that subprocess, and writes the bundle from the picklable remainder.
+A format is a ``SourceFormat``: its ``name`` (the value of ``--format`` and ``SourceInfo.format``),
+its ``family`` (formats one model could be saved as: ``keras_h5`` and ``keras``), a one-line
+``description`` for messages, ``sniff`` (does this file or directory hold a model of mine? by
+reading bytes, never by loading a framework), ``locate`` (with ``--format`` forced: the path the
+converter receives) and ``convert``. ``register`` adds one and refuses to replace an existing name
+silently (sklearn-onnx's ``register_converter`` is the model: ``overwrite=True`` says it is meant).
+
+The built-in formats register in ``convert.formats.builtin`` with their converter named by dotted
+path, so that detection imports no framework; third-party formats arrive through the
+``modelport.formats`` entry point group (an entry point names a ``SourceFormat`` object, or a
+callable returning one) and are detected exactly like the built-ins. ``convert.detect`` is the
+driver that asks every registered format in turn.
+
+The pipeline (``convert.pipeline``) runs ``convert`` in a subprocess, verifies the ``Converted``
+with ``convert.verify`` there, and carries only its picklable ``ConversionResult`` back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import importlib.metadata
+import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from bundle.manifest import ImagePreprocessing, TensorSpec
 
-# format name -> "module:function". Names are also the values of --format and SourceInfo.format.
-CONVERTERS: dict[str, str] = {
-    "keras_h5": "convert.formats.keras:convert",
-    "keras": "convert.formats.keras:convert",
-    "savedmodel": "convert.formats.savedmodel:convert",
-    "graphdef": "convert.formats.graphdef:convert",
-    "checkpoint": "convert.formats.checkpoint:convert",
-    "torchscript": "convert.formats.torchscript:convert",
-    "torch_pickle": "convert.formats.torch_pickle:convert",
-    "sklearn": "convert.formats.sklearn:convert",
-    "onnx": "convert.formats.onnx:convert",
-    "pmml": "convert.formats.pmml:convert",
-}
+ENTRY_POINT_GROUP = "modelport.formats"
+
+
+@dataclass
+class Detection:
+    """``path`` is what the converter receives: the model file, or the directory for directory formats."""
+
+    format: str
+    path: Path
+    detail: dict[str, Any] = field(default_factory=dict)
+
 
 Predict = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 MakeInputs = Callable[[int, int], dict[str, np.ndarray]]  # (seed, batch) -> inputs
@@ -73,9 +86,9 @@ class ConvertOptions:
 
 
 @dataclass
-class Converted:
-    """What a converter hands back. ``reference`` and ``make_inputs`` live only inside the
-    conversion subprocess (they hold the loaded source model); everything else is picklable."""
+class ConversionResult:
+    """What crosses back from the conversion child: the written file and its description, all
+    picklable. The pipeline builds the manifest from it."""
 
     model_path: Path  # model.onnx or model.pmml written inside workdir
     format: Literal["onnx", "pmml"]
@@ -91,17 +104,143 @@ class Converted:
     target: str | None = None
     detail: dict = field(default_factory=dict)  # recorded in SourceInfo.detail (e.g. checkpoint step)
     notes: list[str] = field(default_factory=list)  # recorded in Parity.notes
-    # The source framework's own prediction on ONNX-named inputs, returning ONNX-named outputs.
-    reference: Predict | None = None
-    # Sample inputs for verification; None: seeded random tensors from ``inputs`` specs.
-    make_inputs: MakeInputs | None = None
     # Outputs compared as labels (exact match) rather than numerically.
     label_outputs: list[str] = field(default_factory=list)
 
 
-def get_converter(fmt: str) -> Callable[[Path, ConvertOptions, Path], Converted]:
+@dataclass
+class Converted(ConversionResult):
+    """What a converter hands back: the result plus the callables that live only inside the
+    conversion child (they hold the loaded source model) and are used to verify it there."""
+
+    # The source framework's own prediction on ONNX-named inputs, returning ONNX-named outputs.
+    reference: Predict | None = None
+    # Sample inputs for verification; None: seeded random tensors from ``inputs`` specs.
+    make_inputs: MakeInputs | None = None
+
+    def result(self) -> ConversionResult:
+        """The picklable part, for the parent process."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(ConversionResult)}
+        return ConversionResult(**fields)
+
+
+@runtime_checkable
+class SourceFormat(Protocol):
+    """What a format plug-in provides (see docs/convert.md, "Writing a format plug-in")."""
+
+    name: str
+    family: str
+    description: str
+
+    def sniff(self, path: Path) -> Detection | None:
+        """A Detection when ``path`` (a file, or a directory) holds a model of this format; else None.
+        Reads bytes only, never imports the framework, never raises on foreign input."""
+        ...
+
+    def locate(self, root: Path) -> Path:
+        """With ``--format`` forcing this format: the path inside ``root`` the converter receives."""
+        ...
+
+    def convert(self, source: Path, options: ConvertOptions, workdir: Path) -> Converted:
+        """Write ``workdir/model.onnx`` (or ``.pmml``) and describe it; runs in the conversion child."""
+        ...
+
+
+@dataclass(frozen=True)
+class Format:
+    """A SourceFormat whose converter is named by ``"module:function"`` and imported only when it
+    runs; ``sniffer`` and ``locator`` are plain functions (the defaults: never detected, and
+    ``locate`` returning the root itself)."""
+
+    name: str
+    family: str
+    description: str
+    converter: str
+    sniffer: Callable[[Path], Detection | None] | None = None
+    locator: Callable[[Path], Path] | None = None
+
+    def sniff(self, path: Path) -> Detection | None:
+        return self.sniffer(path) if self.sniffer is not None else None
+
+    def locate(self, root: Path) -> Path:
+        return self.locator(root) if self.locator is not None else root
+
+    def convert(self, source: Path, options: ConvertOptions, workdir: Path) -> Converted:
+        module_name, _, function = self.converter.partition(":")
+        return getattr(importlib.import_module(module_name), function)(source, options, workdir)
+
+
+_registry: dict[str, SourceFormat] = {}
+_loaded = False
+_lock = threading.RLock()
+
+
+def register(fmt: SourceFormat, *, overwrite: bool = False) -> SourceFormat:
+    """Add ``fmt``; a second format with the same name is an error unless ``overwrite``."""
+    missing = [a for a in ("name", "family", "description", "sniff", "locate", "convert") if not hasattr(fmt, a)]
+    if missing:
+        raise TypeError(f"{fmt!r} is not a SourceFormat: it lacks {', '.join(missing)}")
+    with _lock:
+        if fmt.name in _registry and not overwrite and _registry[fmt.name] is not fmt:
+            raise ValueError(
+                f"format {fmt.name!r} is already registered ({_registry[fmt.name]!r}); "
+                f"pass overwrite=True to replace it"
+            )
+        _registry[fmt.name] = fmt
+    return fmt
+
+
+def formats() -> list[SourceFormat]:
+    """Every registered format, built-ins first, then entry-point plug-ins, in registration order."""
+    _load()
+    with _lock:
+        return list(_registry.values())
+
+
+def get_format(name: str) -> SourceFormat:
+    _load()
     try:
-        module_name, func = CONVERTERS[fmt].split(":")
+        return _registry[name]
     except KeyError:
-        raise KeyError(f"unknown format {fmt!r}; supported: {', '.join(sorted(CONVERTERS))}") from None
-    return getattr(importlib.import_module(module_name), func)
+        raise KeyError(f"unknown format {name!r}; supported: {', '.join(sorted(_registry))}") from None
+
+
+def get_converter(fmt: str) -> Callable[[Path, ConvertOptions, Path], Converted]:
+    return get_format(fmt).convert
+
+
+def _load() -> None:
+    """Built-ins, then the entry-point plug-ins (once per process)."""
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        importlib.import_module("convert.formats.builtin")
+        _scan_entry_points()
+
+
+def load_plugins() -> list[str]:
+    """Register the formats of the ``modelport.formats`` entry point group; returns their names.
+    Runs once by itself; call it again after installing a plug-in into a running process."""
+    _load()
+    return _scan_entry_points()
+
+
+def unregister(name: str) -> None:
+    """Remove a format (a plug-in uninstalled from a running process, a test's temporary one)."""
+    with _lock:
+        _registry.pop(name, None)
+
+
+def _scan_entry_points() -> list[str]:
+    names = []
+    for entry in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            loaded = entry.load()
+            fmt = loaded() if isinstance(loaded, type) or not hasattr(loaded, "sniff") else loaded
+            register(fmt)
+            names.append(fmt.name)
+        except Exception as exc:  # one broken plug-in must not take every format down
+            warnings.warn(f"modelport format plug-in {entry.value!r} not loaded: {exc}", stacklevel=2)
+    return names
