@@ -97,6 +97,8 @@ def test_every_protected_surface_needs_a_token_and_health_stays_open(secured):
         assert requests.request(method, secured.url + path, timeout=10).status_code == 401, path
     for path in ("/v2/health/live", "/v2/health/ready", "/v2/models/mlp/ready", "/metrics"):
         assert requests.get(secured.url + path, timeout=10).status_code == 200, path
+    page = requests.get(secured.url + "/", timeout=10)  # the static page loads; its API calls need the token
+    assert page.status_code == 200 and page.headers["Content-Type"].startswith("text/html")
     reply = requests.post(
         f"{secured.url}/api/models/mlp/predict", json=[[1, 2, 3, 4]], headers=_bearer(INFER), timeout=10
     )
