@@ -1,41 +1,26 @@
 """Guess which input is an image and how pixels become its tensor; the CLI can override the guess.
 
-An input of rank 4 with 1 or 3 channels on the last axis (NHWC, TensorFlow's habit) or the second
-(NCHW, PyTorch's) is an image. When both axes qualify, NHWC wins only if the last axis is the
-smaller, which is how real images look (224x224x3, not 3x3x224).
+Which input is an image, and its layout, is ``bundle.layout``'s guess (the runtime makes the same
+one for a model without a manifest); this module adds the preprocessing around it.
 """
 
 from __future__ import annotations
 
+from bundle.layout import FLOAT_DATATYPES, IMAGE_DATATYPES, guess_layout, image_axes
 from bundle.manifest import ImagePreprocessing, TensorSpec
 from convert.errors import ConversionError
 from convert.formats import ImageOptions
 
 DEFAULT_SIZE = 224  # used when the model's spatial size is dynamic
-FLOAT_TYPES = {"FP16", "FP32", "FP64"}
-IMAGE_TYPES = FLOAT_TYPES | {"UINT8"}
-
-
-def guess_layout(spec: TensorSpec) -> str | None:
-    if len(spec.shape) != 4 or spec.datatype not in IMAGE_TYPES:
-        return None
-    last, second = spec.shape[3], spec.shape[1]
-    if last in (1, 3) and second in (1, 3):
-        return "NHWC" if last <= second else "NCHW"
-    if last in (1, 3):
-        return "NHWC"
-    if second in (1, 3):
-        return "NCHW"
-    return None
 
 
 def guess_image(inputs: list[TensorSpec], options: ImageOptions) -> ImagePreprocessing | None:
     """The preprocessing for the single image-like input, or None (none, several, or disabled)."""
     if options.disable:
         return None
-    candidates = [(spec, guess_layout(spec)) for spec in inputs]
+    candidates = [(spec, guess_layout(spec.shape, spec.datatype)) for spec in inputs]
     if options.layout:
-        candidates = [(s, options.layout) for s in inputs if len(s.shape) == 4 and s.datatype in IMAGE_TYPES]
+        candidates = [(s, options.layout) for s in inputs if len(s.shape) == 4 and s.datatype in IMAGE_DATATYPES]
     images = [(s, layout) for s, layout in candidates if layout]
     if len(images) != 1 or len(inputs) != 1:
         return None
@@ -47,8 +32,7 @@ def build(spec: TensorSpec, layout: str, base: ImagePreprocessing | None, option
     """``base`` (a converter's own preprocessing) with the CLI's overrides applied."""
     if layout not in ("NHWC", "NCHW"):
         raise ConversionError(f"--layout {layout!r}: expected NHWC or NCHW")
-    h_axis, w_axis, c_axis = (1, 2, 3) if layout == "NHWC" else (2, 3, 1)
-    channels = spec.shape[c_axis]
+    height, width, channels = image_axes(spec.shape, layout)
     color = options.color_mode or (base.color_mode if base else ("L" if channels == 1 else "RGB"))
     if color not in ("RGB", "BGR", "L"):
         raise ConversionError(f"--color-mode {color!r}: expected RGB, BGR or L")
@@ -56,7 +40,7 @@ def build(spec: TensorSpec, layout: str, base: ImagePreprocessing | None, option
         raise ConversionError(
             f"input {spec.name!r} has {channels} channels ({layout}), which colour mode {color} cannot fill"
         )
-    default_scale = 1.0 / 255.0 if spec.datatype in FLOAT_TYPES else 1.0
+    default_scale = 1.0 / 255.0 if spec.datatype in FLOAT_DATATYPES else 1.0
     n = 1 if color == "L" else 3
     mean = options.mean if options.mean is not None else (base.mean if base else [0.0])
     std = options.std if options.std is not None else (base.std if base else [1.0])
@@ -68,8 +52,8 @@ def build(spec: TensorSpec, layout: str, base: ImagePreprocessing | None, option
     return ImagePreprocessing(
         input=spec.name,
         layout=layout,  # type: ignore[arg-type]
-        height=spec.shape[h_axis] if spec.shape[h_axis] > 0 else (base.height if base else DEFAULT_SIZE),
-        width=spec.shape[w_axis] if spec.shape[w_axis] > 0 else (base.width if base else DEFAULT_SIZE),
+        height=height if height > 0 else (base.height if base else DEFAULT_SIZE),
+        width=width if width > 0 else (base.width if base else DEFAULT_SIZE),
         color_mode=color,  # type: ignore[arg-type]
         datatype=spec.datatype,
         scale=options.scale if options.scale is not None else (base.scale if base else default_scale),

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bundle.datatypes import Datatype
+from bundle.layout import guess_layout, image_axes
 from bundle.manifest import ImagePreprocessing, Manifest
 from runtime.errors import BadRequest, PayloadTooLarge
 
@@ -36,14 +37,11 @@ def image_preprocessing(manifest: Manifest) -> ImagePreprocessing | None:
     if len(manifest.inputs) != 1:
         return None
     spec = manifest.inputs[0]
-    if len(spec.shape) != 4 or spec.datatype not in ("FP32", "FP16", "FP64", "UINT8"):
+    layout = guess_layout(spec.shape, spec.datatype)  # the converter's guess too
+    if layout is None:
         return None
-    _, a, b, c = spec.shape
-    if c in (1, 3) and a > 0 and b > 0:
-        layout, height, width, channels = "NHWC", a, b, c
-    elif a in (1, 3) and b > 0 and c > 0:
-        layout, height, width, channels = "NCHW", b, c, a
-    else:
+    height, width, channels = image_axes(spec.shape, layout)
+    if height <= 0 or width <= 0:  # without a manifest there is no size to resize to
         return None
     scale = 1.0 if spec.datatype == "UINT8" else 1.0 / 255.0
     return ImagePreprocessing(
