@@ -10,6 +10,7 @@ Screenshots go to build/test-artifacts/page/.
 from __future__ import annotations
 
 import ast
+import base64
 import json
 import re
 import subprocess
@@ -124,6 +125,28 @@ def test_image_upload_shows_the_api_answer(page, server: RunningServer, tmp_path
     scores = np.asarray(ast.literal_eval(values))[0]
     assert name == "probabilities" and int(scores.argmax()) == 0
     assert float(np.float32(scores[0])) == pytest.approx(api[0]["score"], rel=1e-6)
+
+
+def test_image_dropped_on_the_box(page, server: RunningServer) -> None:
+    """A real drop event carrying the file, as a browser fires it when a file is dragged in."""
+    open_model(page, server, "colour-classifier")
+    encoded = base64.b64encode((EXAMPLES / "sample.jpg").read_bytes()).decode()
+    transfer = page.evaluate_handle(
+        """(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], "dropped.jpg", { type: "image/jpeg" }));
+            return transfer;
+        }""",
+        encoded,
+    )
+    page.dispatch_event("label.drop", "dragover", {"dataTransfer": transfer})
+    assert "over" in page.get_attribute("label.drop", "class")
+    page.dispatch_event("label.drop", "drop", {"dataTransfer": transfer})
+    page.wait_for_selector("#predictions li")
+    assert page.locator("#predictions li").first.get_attribute("data-label") == "red"
+    assert page.locator("img.preview").get_attribute("alt") == "preview of dropped.jpg"
+    assert "image=@dropped.jpg" in snippet(page, "curl")
 
 
 def test_tabular_form_shows_the_api_answer(page, server: RunningServer, tmp_path: Path) -> None:
