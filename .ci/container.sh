@@ -135,7 +135,8 @@ echo "  model-less PMML image built in $(( $(date +%s) - b0 ))s"
 # Image, command, args ({{.Name}} substituted), port 8080, UID, read-only root, emptyDirs, limits: all
 # read from the ClusterServingRuntime YAML; the model mounted read-only at /mnt/models (.ci/kserve_check.py).
 ENGINE="$ENGINE" "$DEV_PY" .ci/kserve_check.py onnx "$bundle/colour-classifier/1" \
-  && ok "KServe ONNX runtime: every storage shape answers like onnxruntime" || fail "KServe ONNX runtime"
+  && ok "KServe ONNX runtime: every storage shape answers like onnxruntime; deploy/k8s Deployment too" \
+  || fail "KServe ONNX runtime or deploy/k8s Deployment"
 ENGINE="$ENGINE" "$DEV_PY" .ci/kserve_check.py pmml tests/pmml/data/claims_regression.pmml \
   && ok "KServe PMML runtime: every storage shape answers like pypmml" || fail "KServe PMML runtime"
 

@@ -1,6 +1,7 @@
 """Run a serve image exactly as a ClusterServingRuntime declares it, once per storage shape (CI's container stage).
 
-    python .ci/kserve_check.py onnx BUNDLE_VERSION_DIR    # deploy/kserve/clusterservingruntime-onnx.yaml
+    python .ci/kserve_check.py onnx BUNDLE_VERSION_DIR    # deploy/kserve/clusterservingruntime-onnx.yaml,
+                                                          # then deploy/k8s/deployment.yaml (baked model)
     python .ci/kserve_check.py pmml PMML_FILE             # deploy/kserve/clusterservingruntime-pmml.yaml
 
 Everything the container gets comes from the YAML: the image, command, args with ``{{.Name}}``
@@ -30,7 +31,7 @@ import tritonclient.http as http
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.deploy.manifests import cluster_serving_runtime  # noqa: E402
+from tests.deploy.manifests import cluster_serving_runtime, documents  # noqa: E402
 
 ENGINE = os.environ.get("ENGINE", "podman")
 NAMES = {"onnx": "kserve-churn", "pmml": "kserve-claims"}  # an InferenceService name, unlike any stored directory
@@ -76,14 +77,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def run_command(fmt: str, mounted: Path, port: int, container_name: str) -> list[str]:
-    """``podman run`` for the runtime's one container, every setting taken from the YAML."""
-    runtime = cluster_serving_runtime(fmt)
-    spec = runtime["spec"]
-    (container,) = spec["containers"]
-    context = container["securityContext"]
-    volumes = {v["name"]: v for v in spec.get("volumes", [])}
-    name = NAMES[fmt]
+def pod_command(pod: dict, container: dict, port: int, container_name: str) -> list[str]:
+    """``podman run -d`` options for one Kubernetes container: the pod's and the container's
+    securityContext (the container's wins), emptyDir volumes as tmpfs, limits, env, the first port."""
+    context = {**pod.get("securityContext", {}), **container.get("securityContext", {})}
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
     cmd = [ENGINE, "run", "-d", "--name", container_name]
     cmd += ["--user", f"{context['runAsUser']}:{context.get('runAsGroup', context['runAsUser'])}"]
     if context.get("readOnlyRootFilesystem"):
@@ -105,11 +103,17 @@ def run_command(fmt: str, mounted: Path, port: int, container_name: str) -> list
     for env in container.get("env", []):
         cmd += ["-e", f"{env['name']}={env['value']}"]
     ports = [p["containerPort"] for p in container.get("ports", []) if p.get("name") != "h2c"]
-    cmd += ["-p", f"127.0.0.1:{port}:{ports[0]}"]
+    return [*cmd, "-p", f"127.0.0.1:{port}:{ports[0]}"]
+
+
+def run_command(fmt: str, mounted: Path, port: int, container_name: str) -> list[str]:
+    """``podman run`` for the runtime's one container, every setting taken from the YAML."""
+    spec = cluster_serving_runtime(fmt)["spec"]
+    (container,) = spec["containers"]
+    cmd = pod_command(spec, container, port, container_name)
     cmd += ["-v", f"{mounted}:/mnt/models:ro"]
     cmd += ["--entrypoint", container["command"][0], container["image"], *container["command"][1:]]
-    cmd += [a.replace("{{.Name}}", name) for a in container["args"]]
-    return cmd
+    return cmd + [a.replace("{{.Name}}", NAMES[fmt]) for a in container["args"]]
 
 
 def logs(container_name: str) -> str:
@@ -262,6 +266,43 @@ def without_tmp(fmt: str, model: Path, work: Path) -> None:
         subprocess.run([ENGINE, "rm", "-f", container_name], capture_output=True)
 
 
+def deployment(source: Path) -> None:
+    """deploy/k8s/deployment.yaml's container as declared (the image's own entrypoint, its env, UID,
+    read-only root with only /tmp writable), with the model baked into the image."""
+    pod = documents(ROOT / "deploy" / "k8s" / "deployment.yaml")[0]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    port, container_name = free_port(), f"mp-ci-k8s-{os.getpid()}"
+    cmd = [*pod_command(pod, container, port, container_name), container["image"], *container.get("args", [])]
+    url = f"http://127.0.0.1:{port}"
+    started = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        detail = started.stderr[-300:] if started.returncode else ""
+        if not check("k8s Deployment: started as declared", started.returncode == 0, detail):
+            return
+        if not check("k8s Deployment: ready with a read-only root filesystem", wait_ready(url, container_name)):
+            print(logs(container_name)[-2000:])
+            return
+        client = http.InferenceServerClient(url.removeprefix("http://"))
+        feed, expected = onnx_reference(source / "model.onnx")
+        (input_name,) = feed
+        tensor = http.InferInput(input_name, list(feed[input_name].shape), "FP32")
+        tensor.set_data_from_numpy(feed[input_name], binary_data=True)
+        ((output_name, want),) = expected.items()
+        got = client.infer("colour-classifier", [tensor]).as_numpy(output_name)
+        err = float(np.max(np.abs(got - want)))
+        check("k8s Deployment: V2 inference equals onnxruntime", err <= 1e-5, f"max abs {err:.2g}")
+        grace = pod["terminationGracePeriodSeconds"]
+        began = time.monotonic()
+        subprocess.run([ENGINE, "stop", "-t", str(grace), container_name], capture_output=True)
+        code = subprocess.run(
+            [ENGINE, "inspect", "--format", "{{.State.ExitCode}}", container_name], capture_output=True, text=True
+        ).stdout.strip()
+        took = time.monotonic() - began
+        check("k8s Deployment: SIGTERM exits 0 within terminationGracePeriodSeconds", code == "0", f"{took:.1f}s")
+    finally:
+        subprocess.run([ENGINE, "rm", "-f", container_name], capture_output=True)
+
+
 def main() -> None:
     fmt, source = sys.argv[1], Path(sys.argv[2])
     if fmt == "onnx":  # a bundle version directory: model.onnx + modelport.json
@@ -275,6 +316,7 @@ def main() -> None:
         if fmt == "onnx":
             ambiguous(fmt, model, work)
             without_tmp(fmt, model, work)
+            deployment(source)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     sys.exit(1 if failures else 0)
