@@ -243,6 +243,8 @@ class Repository:
             log.debug("loading %s failed", entry.path, exc_info=True)
             error = f"{entry.path}: {type(exc).__name__}: {exc}"
         entry.load_seconds = time.perf_counter() - started
+        if error is not None:
+            error = storage.stored_paths(error)  # a --model-name view's links -> the stored files
         if error is None:  # failures are logged by the caller, once: "cannot start" or "not loaded"
             log.info(
                 "model %s version %s (%s) ready in %.2fs", entry.name, entry.version, entry.format, entry.load_seconds

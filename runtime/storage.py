@@ -33,6 +33,8 @@ from bundle.manifest import MANIFEST_FILE, MODEL_FILES
 from runtime.errors import ModelLoadError
 
 log = logging.getLogger("runtime.storage")
+# Every link a view holds -> what it points at, so messages name the stored files (stored_paths).
+_links: dict[str, str] = {}
 
 # suffix -> format: the same formats and file names the bundle writes (bundle/manifest.py).
 SUFFIXES = {Path(filename).suffix: fmt for fmt, filename in MODEL_FILES.items()}
@@ -129,10 +131,10 @@ def repository_view(root: Path, name: str) -> Path:
     atexit.register(shutil.rmtree, view, True)
     model_dir = view / name
     if shape in ("repository", "model"):
-        model_dir.symlink_to(path.resolve(), target_is_directory=True)
+        _link(model_dir, path)
     elif shape == "version":
         model_dir.mkdir()
-        (model_dir / "1").symlink_to(path.resolve(), target_is_directory=True)
+        _link(model_dir / "1", path)
     else:
         try:
             fmt = SUFFIXES.get(path.suffix.lower()) or _sniff(path)
@@ -140,9 +142,22 @@ def repository_view(root: Path, name: str) -> Path:
             raise ModelLoadError(f"{path}: cannot read it: {exc.strerror}") from None
         version_dir = model_dir / "1"
         version_dir.mkdir(parents=True)
-        (version_dir / MODEL_FILES[fmt]).symlink_to(path.resolve())
+        _link(version_dir / MODEL_FILES[fmt], path)
         manifest = path.parent / MANIFEST_FILE
         if path != root and manifest.is_file():
-            (version_dir / MANIFEST_FILE).symlink_to(manifest.resolve())
+            _link(version_dir / MANIFEST_FILE, manifest)
     log.info("serving %s (%s) as model %r through %s", path, SHAPES[shape], name, model_dir)
     return view
+
+
+def _link(link: Path, target: Path) -> None:
+    link.symlink_to(target.resolve(), target_is_directory=target.is_dir())
+    _links[str(link)] = str(target)
+
+
+def stored_paths(message: str) -> str:
+    """``message`` with every path inside a view replaced by the stored path it links to: errors name
+    the user's files (``/mnt/models/churn.onnx``), never the temporary view."""
+    for link in sorted(_links, key=len, reverse=True):  # the longest first: a file link inside a linked dir
+        message = message.replace(link, _links[link])
+    return message

@@ -144,6 +144,19 @@ def test_ambiguous_root_stops_the_server_with_that_line(repository, tmp_path):
     assert "Traceback" not in str(err.value)
 
 
+@pytest.mark.parametrize("shape", ["model", "file"])
+def test_a_corrupt_model_is_named_by_its_stored_path_not_the_view(shape, repository, tmp_path):
+    """Load errors name the user's file: the temporary view is an implementation detail."""
+    mounted = lay_out(shape, repository / "cnn" / "1", tmp_path / "mnt" / "models")
+    stored = mounted if shape == "file" else mounted / "3" / "model.onnx"
+    stored.write_bytes(b"not an onnx graph")
+    with pytest.raises(RuntimeError) as err, run_server(mounted, "--model-name", "churn", log_dir=tmp_path):
+        pass
+    line = next(x for x in str(err.value).splitlines() if "cannot start" in x)
+    assert f"cannot start: {stored.resolve()}: " in line, line
+    assert "modelport-view-" not in line
+
+
 def test_nothing_servable_names_what_is_there_and_the_expected_shapes(tmp_path):
     root = tmp_path / "models"
     root.mkdir()
