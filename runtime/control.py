@@ -58,9 +58,10 @@ def fingerprint(model_dir: Path) -> tuple:
 class ModelControl:
     """Load / unload / index over a ``Repository``; the app supplies how batchers start and stop.
 
-    ``attach(entry, engine)`` starts serving a freshly built entry (its batcher); ``detach(entry)``
-    stops that batcher once the entry has drained. ``drain_timeout`` bounds the wait for requests
-    still holding a retired entry (then its batcher answers the stragglers 503)."""
+    ``attach(entry, engine)`` starts serving a freshly built entry (installs its ``LoadedModel`` with a
+    started batcher); ``detach(entry)`` stops that batcher once the entry has drained. ``drain_timeout``
+    bounds the wait for requests still holding a retired entry (then its batcher answers the stragglers
+    503)."""
 
     def __init__(
         self,
@@ -103,8 +104,7 @@ class ModelControl:
                 version, reason = next(iter(failures.items()))
                 raise ModelLoadError(f"failed to load model {name!r} version {version}: {reason}")
             for entry, engine in built:
-                self._attach(entry, engine)
-                self.repository.install(entry, engine, None)
+                self._attach(entry, engine)  # the entry serves: its LoadedModel installed, batcher started
             old = self.repository.swap(name, planned)
             await self._drain(old)
             versions = sorted(planned, key=int)
@@ -158,10 +158,9 @@ class ModelControl:
         while any(e.inflight for e in old) and time.monotonic() < deadline:
             await asyncio.sleep(DRAIN_POLL_S)
         for entry in old:
-            if entry.batcher is not None:
+            if entry.loaded is not None:  # stays installed (closed): its manifest is still read
                 await self._detach(entry)
-            if entry.engine is not None:
-                await self._close([entry.engine])  # the engine object stays: its manifest is still read
+                await self._close([entry.loaded.engine])
             entry.closed = True
 
     def _fail(self, name: str, failures: dict[str, str]) -> None:

@@ -1,8 +1,9 @@
 """The runtime's HTTP contract as an OpenAPI 3.0 document, and a self-contained page that renders it.
 
-The server serves ``OPENAPI`` at ``GET /openapi.json`` and ``DOCS_HTML`` at ``GET /docs``. A test keeps
-the document true: every route the app registers is documented and every documented route exists, and
-schemathesis fuzzes the live server against it (no 5xx, every response matches its schema).
+``runtime/routes.py`` builds the document from its route table (``document(ROUTES)``), so every route
+the app registers is documented and every documented route exists; the server serves it at
+``GET /openapi.json`` and ``render_docs`` of it at ``GET /docs``. schemathesis fuzzes the live server
+against it (no 5xx, every response matches its schema).
 
 The document is generic: it describes every model the server could load, so tensor payloads are
 schemas of the protocol (names, datatypes, shapes, nested data), not of one model's inputs.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from bundle import datatypes
@@ -495,69 +497,67 @@ def _repository(op_id: str, summary: str, body: dict[str, Any], ok: dict[str, An
 
 _LOAD_BODY = {"type": "object", "properties": {"parameters": {"type": "object"}}}
 _EMPTY_OK = _json({"type": "object"}, "Done.")
-REPOSITORY_PATHS: dict[str, Any] = {
-    "/v2/repository/index": _repository(
+REPOSITORY_OPERATIONS: list[dict[str, Any]] = [
+    _repository(
         "repository_index",
         "Every model in the repository with its versions' state and reason",
         {"type": "object", "properties": {"ready": {"type": "boolean"}}},
         _json({"type": "array", "items": REPOSITORY_ROW}, "The index."),
         with_name=False,
     ),
-    "/v2/repository/models/{name}/load": _repository(
+    _repository(
         "repository_load",
         "Load or reload a model (the new versions warm up beside the serving ones; a failure keeps them)",
         _LOAD_BODY,
         _EMPTY_OK,
         with_name=True,
     ),
-    "/v2/repository/models/{name}/unload": _repository(
+    _repository(
         "repository_unload",
         "Unload a model once its requests in flight have finished",
         _LOAD_BODY,
         _EMPTY_OK,
         with_name=True,
     ),
-}
+]
 
-PATHS: dict[str, Any] = {
-    "/v2/health/live": _get("V2", "v2_live", "Server liveness", {"200": _json(_ref("Live"), "The process is up.")}),
-    "/v2/health/ready": _get(
+# Every operation the runtime serves, whatever its path; the route table (runtime/routes.py) names one
+# per route by operationId and ``document`` builds the paths from that table.
+_OPERATIONS: list[dict[str, Any]] = [
+    _get("V2", "v2_live", "Server liveness", {"200": _json(_ref("Live"), "The process is up.")}),
+    _get(
         "V2",
         "v2_ready",
         "Server readiness: 200 once every model is loaded and warmed up",
         {"200": _json(_ref("Ready"), "Ready."), "503": _json(_ref("Ready"), "Not ready yet, or shutting down.")},
     ),
-    "/v2": _get(
-        "V2", "v2_server_metadata", "Server metadata and extensions", {"200": _json(_ref("ServerMetadata"), "")}
-    ),
-    "/v2/models/{name}": _metadata(version=False),
-    "/v2/models/{name}/versions/{version}": _metadata(version=True),
-    "/v2/models/{name}/ready": _model_ready(version=False),
-    "/v2/models/{name}/versions/{version}/ready": _model_ready(version=True),
-    "/v2/models/{name}/infer": _infer(version=False),
-    "/v2/models/{name}/versions/{version}/infer": _infer(version=True),
-    "/api/models": _get(
-        "Simple API", "simple_models", "Every model served, in plain words", {"200": _json(_ref("ModelList"), "")}
-    ),
-    "/api/models/{name}": _get(
+    _get("V2", "v2_server_metadata", "Server metadata and extensions", {"200": _json(_ref("ServerMetadata"), "")}),
+    _metadata(version=False),
+    _metadata(version=True),
+    _model_ready(version=False),
+    _model_ready(version=True),
+    _infer(version=False),
+    _infer(version=True),
+    _get("Simple API", "simple_models", "Every model served, in plain words", {"200": _json(_ref("ModelList"), "")}),
+    _get(
         "Simple API",
         "simple_model_info",
         "One model in plain words: inputs, outputs, image preprocessing, labels, provenance",
         {"200": _json(_ref("ModelSummary"), ""), "404": E404},
         [MODEL],
     ),
-    "/api/models/{name}/predict": _simple_predict(with_name=True),
-    "/api/models/{name}/image": _simple_image(with_name=True),
-    "/predict": _simple_predict(with_name=False),
-    "/predict/image": _simple_image(with_name=False),
-    **REPOSITORY_PATHS,
-    "/metrics": _get(
+    _simple_predict(with_name=True),
+    _simple_image(with_name=True),
+    _simple_predict(with_name=False),
+    _simple_image(with_name=False),
+    *REPOSITORY_OPERATIONS,
+    _get(
         "Operations",
         "metrics",
         "Prometheus metrics (nv_inference_* per model)",
         {"200": {"description": "Prometheus text exposition format.", **TEXT_OK}},
     ),
-    "/openapi.json": _get(
+    _get(
         "Operations",
         "openapi",
         "This document",
@@ -568,21 +568,22 @@ PATHS: dict[str, Any] = {
             }
         },
     ),
-    "/docs": _get(
+    _get(
         "Operations",
         "docs",
         "This document as a page",
         {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
     ),
-    "/": _get(
+    _get(
         "Operations",
         "page",
         "A page to try every model in a browser (self-contained: loads nothing from another host)",
         {"200": {"description": "HTML page.", "content": {"text/html": {"schema": {"type": "string"}}}}},
     ),
-}
+]
+OPERATIONS: dict[str, dict[str, Any]] = {op["operationId"]: op for item in _OPERATIONS for op in item.values()}
 
-OPENAPI: dict[str, Any] = {
+INFO: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {
         "title": "modelport runtime",
@@ -600,13 +601,23 @@ OPENAPI: dict[str, Any] = {
         {"name": "Model control", "description": "Triton's model repository extension (admin token)."},
         {"name": "Operations", "description": "Metrics and this documentation."},
     ],
-    "paths": PATHS,
     "components": {
         "schemas": SCHEMAS,
         # With --auth-tokens-file every operation but health, readiness and /metrics needs a token.
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
     },
 }
+
+
+def document(routes: Iterable[tuple[str, str, str]]) -> dict[str, Any]:
+    """The OpenAPI document of ``(method, path, operationId)`` routes, in their order. A route whose
+    operation is not in ``OPERATIONS`` is a KeyError at import: every route is documented."""
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path, operation_id in routes:
+        paths.setdefault(path, {})[method.lower()] = OPERATIONS[operation_id]
+    spec = dict(INFO)
+    spec["paths"] = paths
+    return spec
 
 
 # ---- the human-readable page ----------------------------------------------------------------------
@@ -681,6 +692,3 @@ def render_docs(spec: dict[str, Any]) -> str:
         out.append(f"<details><summary><code>{html.escape(name)}</code></summary>{_pre(schema)}</details>")
     out.append("</body></html>")
     return "\n".join(out)
-
-
-DOCS_HTML: str = render_docs(OPENAPI)

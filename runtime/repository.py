@@ -18,28 +18,57 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bundle.manifest import MODEL_FILES, Manifest, read_manifest
+from bundle.manifest import MODEL_FILES, ImagePreprocessing, Manifest, read_manifest
 from runtime import storage
 from runtime.engines import Engine, EngineOptions, load_engine
 from runtime.errors import ModelLoadError, NotFound, Unavailable
 from runtime.model_config import ALL, ConfigError, VersionPolicy, read_version_policy
 
+if TYPE_CHECKING:
+    from runtime.batching import Batcher
+    from runtime.metrics import ModelMetrics
+
 log = logging.getLogger("runtime.repository")
+
+
+PLATFORMS = {"onnx": "onnxruntime_onnx", "pmml": "pmml"}  # V2 metadata "platform" per model format
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """Everything a request needs from one ready model version, resolved once at load.
+
+    Immutable, and held by its ``ModelVersion`` in one attribute: a request takes this object once and
+    uses it to the end, so it never mixes an old engine with a new manifest."""
+
+    name: str
+    version: str
+    format: str
+    manifest: Manifest
+    engine: Engine
+    batcher: Batcher
+    metrics: ModelMetrics
+    image: ImagePreprocessing | None  # how an encoded image becomes the image input (None: no image input)
+    entry: ModelVersion = field(repr=False, compare=False)  # the repository entry holding it (reloads retire it)
+
+    @property
+    def platform(self) -> str:
+        return PLATFORMS.get(self.format, self.format)
 
 
 @dataclass
 class ModelVersion:
-    """One loadable version directory and, once loaded, its engine (or why it failed)."""
+    """One loadable version directory and, once loaded, its ``LoadedModel`` (or why it failed)."""
 
     name: str
     version: str
     path: Path
     format: str
-    engine: Engine | None = None
+    loaded: LoadedModel | None = None
     error: str | None = None
     load_seconds: float = 0.0
-    batcher: object | None = None  # runtime.batching.Batcher, attached by the app
     manifest_hint: Manifest | None = field(default=None, repr=False)
     retired: bool = False  # replaced by a reload or unloaded: new requests go to the current entry
     closed: bool = False  # retired, drained, batcher stopped and engine closed
@@ -47,16 +76,18 @@ class ModelVersion:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None
+        return self.loaded is not None
 
     @property
     def manifest(self) -> Manifest | None:
-        return self.engine.manifest if self.engine is not None else self.manifest_hint
+        return self.loaded.manifest if self.loaded is not None else self.manifest_hint
 
-    def require_engine(self) -> Engine:
-        if self.engine is None:
+    def require_loaded(self) -> LoadedModel:
+        """The ready model, or ``Unavailable`` naming why not (still loading, or its load error)."""
+        loaded = self.loaded
+        if loaded is None:
             raise Unavailable(f"model {self.name!r} version {self.version} is not ready: {self.error or 'loading'}")
-        return self.engine
+        return loaded
 
 
 def _detect_format(version_dir: Path, manifest: Manifest | None) -> str:
@@ -215,13 +246,6 @@ class Repository:
                 raise Unavailable(f"model {entry.name!r} version {entry.version} was unloaded") from None
             return entry
 
-    def load(self, allow_partial: bool) -> None:
-        """Load every discovered version in turn (blocking; tests and tools call this directly)."""
-        for entry in self.entries():
-            self.install(entry, *self.build(entry))
-            if entry.error is not None and not allow_partial:
-                raise ModelLoadError(entry.error)
-
     def build(self, entry: ModelVersion) -> tuple[Engine | None, str | None]:
         """Load one version's engine (blocking: run it in a worker thread). Returns (engine, error)."""
         started = time.perf_counter()
@@ -252,8 +276,8 @@ class Repository:
         return engine, error
 
     @staticmethod
-    def install(entry: ModelVersion, engine: Engine | None, error: str | None) -> None:
-        entry.engine, entry.error = engine, error
+    def install(entry: ModelVersion, loaded: LoadedModel | None, error: str | None) -> None:
+        entry.loaded, entry.error = loaded, error
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         versions = self.models.get(name)
@@ -272,11 +296,16 @@ class Repository:
     def entries(self) -> list[ModelVersion]:
         return [entry for versions in self.models.values() for entry in versions.values()]
 
+    def versions(self, name: str) -> list[str]:
+        """The served versions of ``name``, lowest first (``NotFound`` when unknown)."""
+        self.get(name)
+        return sorted(self.models[name], key=int)
+
     def close(self) -> None:
         for entry in self.entries():
-            if entry.engine is not None:
+            if entry.loaded is not None and not entry.closed:
                 try:
-                    entry.engine.close()
+                    entry.loaded.engine.close()
                 except Exception:  # closing must not stop the other engines from closing
                     log.exception("closing model %s version %s failed", entry.name, entry.version)
-                entry.engine = None
+                entry.closed = True

@@ -44,9 +44,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from runtime.handlers.common import METRICS, READY
+from runtime.handlers.common import STATE
 from runtime.metrics import FLUSH_INTERVAL_S, MULTIPROCESS_ENV
 from runtime.settings import Settings
+from runtime.state import Phase
 
 log = logging.getLogger("runtime.workers")
 
@@ -82,8 +83,8 @@ def prepare_worker(app: web.Application) -> None:
 
 async def _wait_until_loaded(app: web.Application) -> None:
     # on_startup runs after the app's cleanup context started loading; aiohttp starts accepting after this.
-    state = app[READY]
-    while not state["ready"] and state["exit_status"] == 0:
+    state = app[STATE]
+    while state.phase is Phase.LOADING:
         await asyncio.sleep(0.02)
 
 
@@ -94,7 +95,7 @@ async def _start_flusher(app: web.Application) -> None:
     async def flush() -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            app[METRICS].flush()
+            app[STATE].metrics.flush()
 
     app[_FLUSHER] = asyncio.create_task(flush(), name="metrics flush")
 
@@ -104,7 +105,7 @@ async def _final_flush(app: web.Application) -> None:
     if task is not None:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    app[METRICS].flush()
+    app[STATE].metrics.flush()
 
 
 # ---- in the parent -----------------------------------------------------------------------------------------

@@ -16,21 +16,21 @@ from aiohttp import web
 
 from runtime.codecs.v2_json import loads
 from runtime.errors import BadRequest, ModelLoadError
-from runtime.handlers.common import CONTROL, MODEL, SETTINGS, json_response
+from runtime.handlers.common import MODEL, STATE, json_response
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
     raw = await request.read()
     if not raw.strip():
         return {}
-    payload = loads(raw, request.app[SETTINGS].max_json_depth)
+    payload = loads(raw, request.app[STATE].settings.max_json_depth)
     if not isinstance(payload, dict):
         raise BadRequest("the request body must be a JSON object")
     return payload
 
 
 def _require_explicit(request: web.Request, action: str) -> None:
-    mode = request.app[SETTINGS].model_control_mode
+    mode = request.app[STATE].settings.model_control_mode
     if mode != "explicit":
         raise BadRequest(
             f"explicit model {action} is not allowed in model control mode {mode!r} "
@@ -52,7 +52,7 @@ async def index(request: web.Request) -> web.Response:
     ready = payload.get("ready", False)
     if not isinstance(ready, bool):
         raise BadRequest('"ready" must be true or false')
-    return json_response(request.app[CONTROL].index(ready_only=ready))
+    return json_response(request.app[STATE].control.index(ready_only=ready))
 
 
 async def load(request: web.Request) -> web.Response:
@@ -61,7 +61,7 @@ async def load(request: web.Request) -> web.Response:
     _require_explicit(request, "load")
     _check_parameters(await _body(request))
     try:
-        await request.app[CONTROL].load(name)
+        await request.app[STATE].control.load(name)
     except ModelLoadError as exc:
         raise BadRequest(str(exc)) from None
     return json_response({})
@@ -75,7 +75,7 @@ async def unload(request: web.Request) -> web.Response:
     if not isinstance(payload.get("parameters", {}), dict):
         raise BadRequest('"parameters" must be an object')
     try:
-        await request.app[CONTROL].unload(name)
+        await request.app[STATE].control.unload(name)
     except ModelLoadError as exc:
         raise BadRequest(str(exc)) from None
     return json_response({})

@@ -5,61 +5,60 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
 from aiohttp import BodyPartReader, web
 
-from bundle.manifest import Manifest, TensorSpec
+from bundle.manifest import ImagePreprocessing, Manifest, TensorSpec
 from runtime.codecs import simple_json, v2_json
-from runtime.codecs.image import decode_image, image_preprocessing
+from runtime.codecs.image import image_preprocessing
+from runtime.dataplane import DataPlane
 from runtime.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from runtime.handlers.common import EXECUTOR, REPOSITORY, SETTINGS, infer, json_response, model_entry
-from runtime.handlers.v2 import PLATFORMS
-from runtime.repository import ModelVersion
+from runtime.handlers.common import DEADLINE, MODEL, STARTED, dataplane, json_response, model, settings
+from runtime.repository import PLATFORMS, LoadedModel, ModelVersion
 
 DEFAULT_TOP_K = 5
 
 
-def _entry(request: web.Request) -> ModelVersion:
+def _model_name(request: web.Request) -> str:
+    """``{name}``, else ``?model=``, else the only model served."""
     name = request.match_info.get("name") or request.query.get("model")
     if not name:
-        models = list(request.app[REPOSITORY].models)
+        models = [entry.name for entry in dataplane(request).models()]
         if len(models) != 1:
             raise BadRequest(f"several models are served ({', '.join(models)}): add ?model=NAME")
         name = models[0]
-    return model_entry(request, name)
+    return name
 
 
 # ---- listing and info ---------------------------------------------------------------------------
 async def list_models(request: web.Request) -> web.Response:
-    repository = request.app[REPOSITORY]
-    models = []
-    for name, versions in repository.models.items():
-        entry = repository.get(name)
-        models.append(
-            {
-                "name": name,
-                "version": entry.version,
-                "versions": sorted(versions, key=int),
-                "ready": entry.ready,
-                "format": entry.format,
-            }
-        )
+    plane = dataplane(request)
+    models = [
+        {
+            "name": entry.name,
+            "version": entry.version,
+            "versions": plane.versions(entry.name),
+            "ready": entry.ready,
+            "format": entry.format,
+        }
+        for entry in plane.models()
+    ]
     return json_response({"models": models})
 
 
 async def model_info(request: web.Request) -> web.Response:
-    entry = model_entry(request, request.match_info["name"])
-    return json_response(describe(request, entry))
+    request[MODEL] = request.match_info["name"]
+    plane = dataplane(request)
+    return json_response(describe(plane, plane.entry(request.match_info["name"])))
 
 
-def describe(request: web.Request, entry: ModelVersion) -> dict[str, Any]:
+def describe(plane: DataPlane, entry: ModelVersion) -> dict[str, Any]:
     info: dict[str, Any] = {
         "name": entry.name,
         "version": entry.version,
-        "versions": sorted(request.app[REPOSITORY].models.get(entry.name, {entry.version: entry}), key=int),
+        "versions": plane.versions(entry.name),
         "format": entry.format,
         "platform": PLATFORMS.get(entry.format, entry.format),
         "ready": entry.ready,
@@ -69,7 +68,7 @@ def describe(request: web.Request, entry: ModelVersion) -> dict[str, Any]:
         info["error"] = entry.error
     if manifest is None:
         return info
-    image = image_preprocessing(manifest) if entry.format == "onnx" else None
+    image = entry.loaded.image if entry.loaded is not None else _manifest_image(entry.format, manifest)
     info["description"] = _sentence(entry.name, manifest, image is not None)
     info["inputs"] = [_tensor(s) for s in manifest.inputs]
     info["outputs"] = [_tensor(s) for s in manifest.outputs]
@@ -107,6 +106,11 @@ def describe(request: web.Request, entry: ModelVersion) -> dict[str, Any]:
     return info
 
 
+def _manifest_image(fmt: str, manifest: Manifest) -> ImagePreprocessing | None:
+    """A model not loaded (yet): the image preprocessing its manifest alone implies."""
+    return image_preprocessing(manifest) if fmt == "onnx" else None
+
+
 def _tensor(spec: TensorSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"name": spec.name, "datatype": spec.datatype, "shape": spec.shape}
     if spec.allowed_values:
@@ -141,15 +145,14 @@ def _sentence(name: str, manifest: Manifest, has_image: bool) -> str:
 
 # ---- predict ------------------------------------------------------------------------------------
 async def predict(request: web.Request) -> web.Response:
-    entry = _entry(request)
-    settings = request.app[SETTINGS]
-    manifest = entry.require_engine().manifest
-    payload = v2_json.loads(await request.read(), settings.max_json_depth)
-    inputs, tabular = simple_json.decode(payload, manifest, settings.max_elements)
-    outputs = await infer(request, entry, inputs, None)
+    found = model(request, _model_name(request))
+    limits = settings(request)
+    payload = v2_json.loads(await request.read(), limits.max_json_depth)
+    inputs, tabular = simple_json.decode(payload, found.manifest, limits.max_elements)
+    outputs = await _run(request, found, inputs)
     body: dict[str, Any] = {
-        "model_name": entry.name,
-        "model_version": entry.version,
+        "model_name": found.name,
+        "model_version": found.version,
         "outputs": simple_json.encode_outputs(outputs),
     }
     if tabular:
@@ -160,26 +163,27 @@ async def predict(request: web.Request) -> web.Response:
 
 # ---- image --------------------------------------------------------------------------------------
 async def image(request: web.Request) -> web.Response:
-    entry = _entry(request)
-    settings = request.app[SETTINGS]
-    manifest = entry.require_engine().manifest
-    spec = image_preprocessing(manifest)
+    found = model(request, _model_name(request))
+    spec = found.image
     if spec is None:
-        raise BadRequest(f"model {entry.name!r} has no image input; use /api/models/{entry.name}/predict")
-    others = [s.name for s in manifest.inputs if s.name != spec.input]
+        raise BadRequest(f"model {found.name!r} has no image input; use /api/models/{found.name}/predict")
+    others = [s.name for s in found.manifest.inputs if s.name != spec.input]
     if others:
-        raise BadRequest(f"model {entry.name!r} also needs inputs {', '.join(others)}: use the JSON predict endpoint")
+        raise BadRequest(f"model {found.name!r} also needs inputs {', '.join(others)}: use the JSON predict endpoint")
     top_k = _top_k(request)
-    data = await _upload(request, settings.max_body_bytes)
-    loop = asyncio.get_running_loop()  # Pillow work goes to the thread pool, like inference
-    pixels = await loop.run_in_executor(request.app[EXECUTOR], decode_image, data, spec, settings.max_image_pixels)
-    outputs = await infer(request, entry, {spec.input: pixels[None, ...]}, None)
-    body: dict[str, Any] = {"model_name": entry.name, "model_version": entry.version}
-    scores = _classifier_output(manifest, outputs)
+    data = await _upload(request, settings(request).max_body_bytes)
+    pixels = await dataplane(request).decode_image(found, data)
+    outputs = await _run(request, found, {spec.input: pixels[None, ...]})
+    body: dict[str, Any] = {"model_name": found.name, "model_version": found.version}
+    scores = _classifier_output(found.manifest, outputs)
     if scores is not None:
-        body["predictions"] = _top(scores[0], manifest.labels, top_k)
+        body["predictions"] = _top(scores[0], found.manifest.labels, top_k)
     body["outputs"] = simple_json.encode_outputs(outputs)
     return json_response(body)
+
+
+async def _run(request: web.Request, found: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    return await dataplane(request).run(found, inputs, None, started=request[STARTED], deadline=request.get(DEADLINE))
 
 
 def _top_k(request: web.Request) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import requests
 
-from runtime.openapi import DOCS_HTML, OPENAPI
+from runtime.routes import DOCS_HTML, OPENAPI
 from tests.reliability.figures import record
 from tests.support.server import RunningServer
 

@@ -11,6 +11,7 @@ import shutil
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import onnx
 import pytest
@@ -303,7 +304,7 @@ def test_loads_of_one_model_never_overlap(tmp_path):
     attached: list[str] = []
 
     def attach(entry, engine) -> None:
-        entry.batcher = object()  # what the app's attach sets: a started batcher
+        entry.loaded = SimpleNamespace(engine=engine)  # the app's attach installs a LoadedModel
         attached.append(entry.version)
 
     async def detach(entry) -> None:

@@ -1,0 +1,149 @@
+"""V2 REST bodies <-> the data plane's ``InferenceRequest`` / ``InferenceResponse``.
+
+A request body is a JSON inference request, optionally followed by raw tensors (Triton's binary
+tensor data extension, ``v2_binary``); the response is JSON, or JSON plus raw outputs when the client
+asked for binary outputs. Nothing here knows a model: the data plane checks the tensors against the
+manifest, and decodes encoded images, after the one model lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.codecs import v2_binary, v2_json
+from runtime.dataplane import InferenceRequest, InferenceResponse
+from runtime.errors import BadRequest
+from runtime.validation import numpy_dtype, v2_datatype
+
+
+@dataclass
+class RestRequest:
+    """The decoded request and how the client wants its outputs encoded."""
+
+    request: InferenceRequest
+    binary_default: bool = False  # parameters.binary_data_output
+    binary_by_name: dict[str, bool] = field(default_factory=dict)  # outputs[].parameters.binary_data
+
+
+def decode_request(body: bytes, header_length: str | None, max_json_depth: int, max_elements: int) -> RestRequest:
+    header, binary = v2_binary.split_body(body, header_length)
+    payload = v2_json.loads(header, max_json_depth)
+    if not isinstance(payload, dict):
+        raise BadRequest("the request body must be a JSON object (a V2 inference request)")
+    request_id = payload.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise BadRequest('"id" must be a string')
+    parameters = _parameters(payload, "")
+    names, binary_by_name = _requested_outputs(payload)
+    inputs = _decode_inputs(payload, binary, max_elements)
+    request = InferenceRequest(inputs=inputs, outputs=names, id=request_id, parameters=parameters)
+    return RestRequest(request, bool(parameters.get("binary_data_output", False)), binary_by_name)
+
+
+def encode_response(response: InferenceResponse, rest: RestRequest) -> tuple[bytes, str, dict[str, str]]:
+    """(body, content type, extra headers)."""
+    outputs: list[dict[str, Any]] = []
+    chunks: list[bytes] = []
+    for name, array in response.outputs:
+        datatype = v2_datatype(array.dtype)
+        if rest.binary_by_name.get(name, rest.binary_default):
+            raw = v2_binary.tensor_to_bytes(datatype, array)
+            outputs.append(
+                {
+                    "name": name,
+                    "datatype": datatype,
+                    "shape": list(array.shape),
+                    "parameters": {"binary_data_size": len(raw)},
+                }
+            )
+            chunks.append(raw)
+        else:
+            outputs.append(v2_json.tensor_to_json(name, datatype, array))
+    body: dict[str, Any] = {"model_name": response.model_name, "model_version": response.model_version}
+    body["outputs"] = outputs
+    if response.id is not None:
+        body["id"] = response.id
+    head = v2_json.dumps(body)
+    if not chunks:
+        return head, "application/json", {}
+    return b"".join([head, *chunks]), "application/octet-stream", {v2_binary.HEADER: str(len(head))}
+
+
+def _decode_inputs(payload: dict[str, Any], binary: memoryview, max_elements: int) -> dict[str, np.ndarray]:
+    tensors = payload.get("inputs")
+    if not isinstance(tensors, list) or not tensors:
+        raise BadRequest('the request needs "inputs": a non-empty list of tensors')
+    _check_structure(tensors)  # every 400 for a malformed request before any limit's 413
+    inputs: dict[str, np.ndarray] = {}
+    offset = 0
+    for tensor in tensors:
+        name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+        count = v2_json.element_count(name, shape, max_elements)
+        parameters = _parameters(tensor, f"input {name!r}: ")
+        size = parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
+            if offset + size > len(binary):
+                raise BadRequest(f"input {name!r}: binary_data_size {size} runs past the end of the body")
+            array = v2_binary.tensor_from_bytes(name, datatype, shape, count, binary[offset : offset + size])
+            offset += size
+        else:
+            array = v2_json.tensor_from_json(name, datatype, shape, tensor.get("data"), max_elements)
+        inputs[name] = array
+    if offset != len(binary):
+        raise BadRequest(f"the body has {len(binary) - offset} bytes after the last binary tensor")
+    return inputs
+
+
+def _check_structure(tensors: list[Any]) -> None:
+    """Each input is an object with a string name, a V2 datatype, a shape of non-negative integers,
+    object parameters and list data; names are unique."""
+    seen: set[str] = set()
+    for tensor in tensors:
+        if not isinstance(tensor, dict):
+            raise BadRequest("each input must be an object with name, shape, datatype and data")
+        name = tensor.get("name")
+        datatype = tensor.get("datatype")
+        if not isinstance(name, str) or not isinstance(datatype, str):
+            raise BadRequest("each input needs a string name and datatype")
+        if name in seen:
+            raise BadRequest(f"input {name!r} is given twice")
+        seen.add(name)
+        numpy_dtype(datatype)
+        v2_json.check_shape(name, tensor.get("shape"))
+        _parameters(tensor, f"input {name!r}: ")
+        if "data" in tensor and not isinstance(tensor["data"], list):
+            raise BadRequest(f'tensor {name!r}: "data" must be a list (flat or nested)')
+
+
+def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
+    """``obj["parameters"]``: absent is empty; anything but an object (null included) is a 400."""
+    if "parameters" not in obj:
+        return {}
+    parameters = obj["parameters"]
+    if not isinstance(parameters, dict):
+        raise BadRequest(f'{where}"parameters" must be an object')
+    return parameters
+
+
+def _requested_outputs(payload: dict[str, Any]) -> tuple[list[str] | None, dict[str, bool]]:
+    """Output names (None: all) and, per name, whether the client asked for it in binary."""
+    if "outputs" not in payload:
+        return None, {}
+    requested = payload["outputs"]
+    if not isinstance(requested, list):
+        raise BadRequest('"outputs" must be a list of {"name": ...} objects')
+    names: list[str] = []
+    binary: dict[str, bool] = {}
+    for item in requested:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise BadRequest('each entry of "outputs" needs a string "name"')
+        params = _parameters(item, f"output {item['name']!r}: ")
+        names.append(item["name"])
+        if "binary_data" in params:
+            binary[item["name"]] = bool(params["binary_data"])
+    return names or None, binary

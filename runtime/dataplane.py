@@ -1,0 +1,244 @@
+"""The protocol-neutral data plane: what every protocol does, written once.
+
+REST (``runtime/handlers``) and gRPC (``runtime/grpc_server.py``) are thin adapters: they turn the
+wire into an ``InferenceRequest`` or a name and version, call ``DataPlane``, and encode what comes
+back. The data plane
+
+- resolves the addressed model once per request, to one immutable ``LoadedModel`` (manifest, engine,
+  batcher, image preprocessing, metrics), raising ``NotFound`` for an unknown name or version and
+  ``Unavailable`` while it loads or after its load failed;
+- owns inference (encoded images decoded off the event loop, output selection checked, inputs
+  validated, queued on the model's batcher with the request's deadline, metrics counted), metadata,
+  readiness and the model listing.
+
+It knows no HTTP and no protobuf, and it raises only ``runtime.errors`` exceptions: each protocol maps
+them to its own status codes in one place (``ModelportError.status`` and ``.grpc_code``).
+
+Models are looked up in the ``Repository`` on every call, so a registry that swaps a version's
+``LoadedModel`` (a reload) is seen by the next request, while requests holding the old one finish on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from runtime.codecs.image import decode_batch, decode_image
+from runtime.errors import BadRequest, ModelportError
+from runtime.repository import LoadedModel, ModelVersion
+from runtime.state import ServerState
+
+SERVER_NAME = "modelport"
+SERVER_VERSION = "0.1.0"  # pyproject.toml's version
+EXTENSIONS = ["binary_tensor_data", "metrics"]
+
+
+@dataclass
+class InferenceRequest:
+    """A decoded inference request, whatever protocol it came in."""
+
+    inputs: dict[str, np.ndarray]
+    outputs: list[str] | None = None  # requested output names in order; None: every output, manifest order
+    id: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class InferenceResponse:
+    model_name: str
+    model_version: str
+    outputs: list[tuple[str, np.ndarray]]  # in the requested order (or the manifest's)
+    id: str | None = None
+
+
+@dataclass(frozen=True)
+class TensorMetadata:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    name: str
+    versions: list[str]
+    platform: str
+    inputs: list[TensorMetadata]
+    outputs: list[TensorMetadata]
+
+    def as_dict(self) -> dict[str, Any]:
+        def tensors(specs: list[TensorMetadata]) -> list[dict[str, Any]]:
+            return [{"name": t.name, "datatype": t.datatype, "shape": t.shape} for t in specs]
+
+        return {
+            "name": self.name,
+            "versions": self.versions,
+            "platform": self.platform,
+            "inputs": tensors(self.inputs),
+            "outputs": tensors(self.outputs),
+        }
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    """One version's readiness, as both protocols report it (``error``: why it is not ready)."""
+
+    name: str
+    version: str
+    ready: bool
+    error: str | None = None
+
+
+class DataPlane:
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    # ---- server -------------------------------------------------------------------------------
+    def live(self) -> bool:
+        return True  # answering at all is liveness
+
+    def ready(self) -> bool:
+        return self.state.ready()
+
+    def server_metadata(self) -> dict[str, Any]:
+        return {"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}
+
+    # ---- models -------------------------------------------------------------------------------
+    def entry(self, name: str, version: str | None = None) -> ModelVersion:
+        """The repository's version entry, ready or not (``NotFound`` when unknown)."""
+        return self.state.repository.get(name, version or None)
+
+    def model(self, name: str, version: str | None = None) -> LoadedModel:
+        """The one lookup of a request: the ready model, or ``NotFound`` / ``Unavailable``."""
+        return self.entry(name, version).require_loaded()
+
+    def model_status(self, name: str, version: str | None = None) -> ModelStatus:
+        entry = self.entry(name, version)
+        if entry.ready:
+            return ModelStatus(entry.name, entry.version, True)
+        reason = f"model {entry.name!r} version {entry.version} is not ready: {entry.error or 'loading'}"
+        return ModelStatus(entry.name, entry.version, False, reason)
+
+    def model_metadata(self, name: str, version: str | None = None) -> ModelMetadata:
+        model = self.model(name, version)
+        manifest = model.manifest
+        return ModelMetadata(
+            name=model.name,
+            versions=self.state.repository.versions(model.name),
+            platform=model.platform,
+            inputs=[TensorMetadata(s.name, s.datatype, list(s.shape)) for s in manifest.inputs],
+            outputs=[TensorMetadata(s.name, s.datatype, list(s.shape)) for s in manifest.outputs],
+        )
+
+    def models(self) -> list[ModelVersion]:
+        """The default version of every served model, in repository order."""
+        repository = self.state.repository
+        return [repository.get(name) for name in repository.models]
+
+    def versions(self, name: str) -> list[str]:
+        return self.state.repository.versions(name)
+
+    # ---- inference ----------------------------------------------------------------------------
+    async def infer(
+        self,
+        model: LoadedModel,
+        request: InferenceRequest,
+        *,
+        started: float,
+        deadline: float | None,
+        version: str | None = None,
+    ) -> InferenceResponse:
+        """Run one request on ``model``. ``started`` is its ``time.perf_counter()`` at arrival (for the
+        request-duration metric), ``deadline`` a ``loop.time()`` after which it fails with 504 /
+        DEADLINE_EXCEEDED (None: no deadline), ``version`` the version the client named (None: default)."""
+        inputs = request.inputs
+        image = model.image
+        if image is not None and image.input in inputs and _encoded(model, image.input, inputs[image.input]):
+            inputs = dict(inputs)
+            inputs[image.input] = await self._decode_images(model, inputs[image.input])
+        results = await self.run(model, inputs, request.outputs, started=started, deadline=deadline, version=version)
+        order = request.outputs or [o.name for o in model.manifest.outputs]
+        return InferenceResponse(model.name, model.version, [(n, results[n]) for n in order], request.id)
+
+    async def run(
+        self,
+        model: LoadedModel,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        *,
+        started: float,
+        deadline: float | None,
+        version: str | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Validate, queue, run; count success/failure and the request duration for ``/metrics``.
+
+        A reload may have retired ``model``'s version since the request looked it up (while its body was
+        read): the request then runs on the model's current version. ``inflight`` tells the reload when
+        the old version is free to close (no await between choosing the entry and counting it)."""
+        entry = self.state.repository.current(model.entry, version)
+        model = entry.require_loaded()
+        metrics = model.metrics
+        entry.inflight += 1
+        try:
+            check_outputs(model, outputs)
+            checked = model.engine.validate(inputs)
+            result = await model.batcher.infer(checked, outputs, deadline)
+        except (ModelportError, asyncio.CancelledError):
+            metrics.failure.inc()
+            raise
+        finally:
+            entry.inflight -= 1
+        metrics.success.inc()
+        metrics.request_us.observe((time.perf_counter() - started) * 1e6)
+        return result
+
+    async def decode_image(self, model: LoadedModel, data: bytes) -> np.ndarray:
+        """One encoded image -> the model's image tensor without the batch axis (in the thread pool)."""
+        if model.image is None:
+            raise BadRequest(f"model {model.name!r} has no image input; use /api/models/{model.name}/predict")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.state.executor, decode_image, data, model.image, self.state.settings.max_image_pixels
+        )
+
+    async def _decode_images(self, model: LoadedModel, items: np.ndarray) -> np.ndarray:
+        """A BYTES tensor of encoded images -> the batch tensor. The batch-size check comes before
+        decoding: each image may cost up to --max-image-pixels of work."""
+        assert model.image is not None
+        limit = model.manifest.max_batch_size
+        if limit > 0 and items.size > limit:
+            raise BadRequest(
+                f"model {model.name!r}: input {model.image.input!r} has batch size {items.size}, "
+                f"more than the model's max_batch_size {limit}"
+            )
+        loop = asyncio.get_running_loop()  # Pillow work goes to the thread pool, like inference
+        settings = self.state.settings
+        return await loop.run_in_executor(
+            self.state.executor,
+            decode_batch,
+            items,
+            model.image,
+            settings.max_image_pixels,
+            settings.max_request_pixels,
+        )
+
+
+def _encoded(model: LoadedModel, name: str, array: np.ndarray) -> bool:
+    """A BYTES tensor sent to a numeric image input: encoded images to decode."""
+    spec = model.manifest.input(name)
+    return array.dtype == object and spec is not None and spec.datatype != "BYTES"
+
+
+def check_outputs(model: LoadedModel, outputs: Sequence[str] | None) -> None:
+    if not outputs:
+        return
+    manifest = model.manifest
+    for name in outputs:
+        if manifest.output(name) is None:
+            known = ", ".join(o.name for o in manifest.outputs)
+            raise BadRequest(f"model {model.name!r} has no output {name!r}; its outputs are: {known}")
