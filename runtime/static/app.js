@@ -406,7 +406,7 @@ function fieldFor(spec, index, size, id) {
 function tensorForms(info, result, error, code) {
   const path = "/v2/models/" + encodeURIComponent(info.name) + "/infer";
   const editor = h("textarea", { id: "v2-json", spellcheck: "false", rows: "10" });
-  editor.value = JSON.stringify(exampleRequest(info), null, 2);
+  editor.value = pretty(exampleRequest(info));
   const send = async (body, button) =>
     run(button, error, result, async () => {
       const { data, ms } = await call("POST", path, body, "application/json");
@@ -440,7 +440,7 @@ function tensorForms(info, result, error, code) {
     form.addEventListener("submit", (event) => {
       event.preventDefault();
       const body = JSON.stringify(formRequest(info, form));
-      editor.value = JSON.stringify(JSON.parse(body), null, 2);
+      editor.value = pretty(JSON.parse(body));
       send(body, submit);
     });
     parts.push(form);
@@ -460,6 +460,12 @@ function tensorForms(info, result, error, code) {
     ),
   );
   return parts;
+}
+
+function pretty(value) {
+  // Indented, but each array of plain values (a shape, a tensor's data) on one line. JSON strings
+  // hold no raw newline, so removing newline + indent never touches a value.
+  return JSON.stringify(value, null, 2).replace(/\[[^[\]{}]*\]/g, (m) => m.replace(/,\n\s*/g, ", ").replace(/\n\s*/g, ""));
 }
 
 function exampleRequest(info) {
@@ -529,7 +535,11 @@ function py(value, indent) {
   if (value === true) return "True";
   if (value === false) return "False";
   if (typeof value === "number" || typeof value === "string") return JSON.stringify(value);
-  if (Array.isArray(value)) return "[" + value.map((v) => py(v)).join(", ") + "]";
+  if (Array.isArray(value)) {
+    const objects = value.some((v) => v !== null && typeof v === "object" && !Array.isArray(v));
+    if (pad === null || !objects) return "[" + value.map((v) => py(v)).join(", ") + "]";
+    return "[\n" + value.map((v) => pad + py(v, indent + 1)).join(",\n") + ",\n" + "    ".repeat(indent) + "]";
+  }
   const items = Object.entries(value).map(([k, v]) => JSON.stringify(k) + ": " + py(v, indent === undefined ? undefined : indent + 1));
   if (pad === null) return "{" + items.join(", ") + "}";
   return "{\n" + items.map((i) => pad + i).join(",\n") + ",\n" + "    ".repeat(indent) + "}";
