@@ -102,14 +102,20 @@ def _passthrough_headers(exc: web.HTTPException) -> dict[str, str] | None:
 
 
 def route_scope(settings: Settings) -> Callable[[web.Request], Scope]:
-    """The scope a request needs when --auth-tokens-file is given: its route's, from the route table."""
-    scopes = {route.path: route.scope for route in ROUTES}
+    """The scope a request needs when --auth-tokens-file is given: its route's, from the route table.
+
+    Keyed by method and path (HEAD is GET's automatic twin); anything else, unknown routes and wrong
+    methods included, needs ``infer``, so probing without a token learns nothing."""
+    scopes = {(route.method, route.path): route.scope for route in ROUTES}
     if settings.auth_metrics:
-        scopes["/metrics"] = Scope.INFER
+        scopes["GET", "/metrics"] = Scope.INFER
 
     def scope_of(request: web.Request) -> Scope:
         resource = request.match_info.route.resource
-        return scopes.get(resource.canonical, Scope.INFER) if resource is not None else Scope.INFER
+        if resource is None:
+            return Scope.INFER
+        method = "GET" if request.method == "HEAD" else request.method
+        return scopes.get((method, resource.canonical), Scope.INFER)
 
     return scope_of
 
