@@ -14,14 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bundle.datatypes import Datatype
 from bundle.manifest import MODEL_FILES, Manifest, Parity, TensorSpec
 from convert.errors import VerificationError
 from convert.formats import Converted, ConvertOptions
+from convert.toolkit import DEFAULT_INTEGER_BOUND, FREE_DIM, sample_inputs
 from runtime.engines import EngineOptions, load_engine
 
-FREE_DIM = 8  # size for a variable non-batch dimension
-INT_HIGH = 10  # integer inputs are drawn from [0, INT_HIGH): safe as indices into small embeddings
+INT_HIGH = DEFAULT_INTEGER_BOUND  # integer inputs are drawn from [0, INT_HIGH): safe embedding indices
 
 
 def manifest_for(converted: Converted, max_batch_size: int, name: str = "model") -> Manifest:
@@ -41,23 +40,7 @@ def manifest_for(converted: Converted, max_batch_size: int, name: str = "model")
 
 def random_inputs(specs: list[TensorSpec], batch: int, seed: int) -> dict[str, np.ndarray]:
     """Seeded tensors for ``specs``; a -1 first axis becomes ``batch``, other -1 axes ``FREE_DIM``."""
-    rng = np.random.default_rng(seed)
-    tensors = {}
-    for spec in specs:
-        shape = [(batch if axis == 0 else FREE_DIM) if d < 0 else d for axis, d in enumerate(spec.shape)]
-        tensors[spec.name] = random_tensor(rng, spec.datatype, shape)
-    return tensors
-
-
-def random_tensor(rng: np.random.Generator, datatype: str, shape: list[int]) -> np.ndarray:
-    if datatype in ("FP16", "FP32", "FP64"):
-        return rng.standard_normal(shape).astype(Datatype(datatype).numpy)
-    if datatype == "BOOL":
-        return rng.integers(0, 2, shape).astype(np.bool_)
-    if datatype == "BYTES":
-        words = np.array(["a", "b", "c", "d"], dtype=object)
-        return words[rng.integers(0, len(words), shape)].astype(object)
-    return rng.integers(0, INT_HIGH, shape).astype(Datatype(datatype).numpy)
+    return sample_inputs([(s.name, s.datatype, s.shape) for s in specs], seed, batch, INT_HIGH, FREE_DIM)
 
 
 def verify(converted: Converted, options: ConvertOptions) -> Parity:

@@ -6,10 +6,11 @@ sniffers read bytes (``convert.detect``), so detection imports no framework.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from convert import detect
-from convert.formats import Format, register
+from convert.formats import Detection, Format, register
 
 
 def _directory(root: Path) -> Path:
@@ -27,26 +28,23 @@ def _file_format(name: str, family: str, description: str, module: str) -> Forma
     )
 
 
+def _directory_format(name: str, description: str, sniffer: Callable[[Path], Detection | None]) -> Format:
+    return Format(
+        name=name,
+        family=name,
+        description=description,
+        converter=f"convert.formats.{name}:convert",
+        sniffer=sniffer,
+        locator=_directory,
+    )
+
+
 BUILTIN = [
     _file_format("keras_h5", "keras", "Keras .h5", "keras"),
     _file_format("keras", "keras", "Keras .keras", "keras"),
-    Format(
-        name="savedmodel",
-        family="savedmodel",
-        description="TensorFlow SavedModel directory",
-        converter="convert.formats.savedmodel:convert",
-        sniffer=detect.saved_model_dir,
-        locator=_directory,
-    ),
+    _directory_format("savedmodel", "TensorFlow SavedModel directory", detect.saved_model_dir),
     _file_format("graphdef", "graphdef", "frozen GraphDef .pb", "graphdef"),
-    Format(
-        name="checkpoint",
-        family="checkpoint",
-        description="TF1 checkpoint directory",
-        converter="convert.formats.checkpoint:convert",
-        sniffer=detect.checkpoint_dir,
-        locator=_directory,
-    ),
+    _directory_format("checkpoint", "TF1 checkpoint directory", detect.checkpoint_dir),
     _file_format("torchscript", "torch", "TorchScript archive", "torchscript"),
     _file_format("torch_pickle", "torch", "torch.save pickle", "torch_pickle"),
     _file_format("sklearn", "sklearn", "scikit-learn pickle/joblib", "sklearn"),

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bundle import datatypes
-from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
+from convert.toolkit import first_line, tensor_spec
 
 MAX_PROTOBUF = 2 << 30
 
@@ -29,10 +28,10 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
         model = onnx.load(str(path))  # also pulls in external data files beside it
         onnx.checker.check_model(model, full_check=False)
     except Exception as exc:
-        raise ConversionError(f"{path}: not a valid ONNX model: {type(exc).__name__}: {_first(exc)}") from None
+        raise ConversionError(f"{path}: not a valid ONNX model: {first_line(exc, with_type=True)}") from None
     initializers = {i.name for i in model.graph.initializer}
-    inputs = [_spec(v, path) for v in model.graph.input if v.name not in initializers]
-    outputs = [_spec(v, path) for v in model.graph.output]
+    inputs = [tensor_spec(v, path, dynamic_batch=False) for v in model.graph.input if v.name not in initializers]
+    outputs = [tensor_spec(v, path, dynamic_batch=False) for v in model.graph.output]
     target = Path(workdir) / "model.onnx"
     try:
         if model.ByteSize() >= MAX_PROTOBUF:
@@ -54,19 +53,3 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
         detail={"producer": f"{model.producer_name} {model.producer_version}".strip(), "opsets": opsets},
         notes=["ONNX pass-through: onnx.checker passed"],
     )
-
-
-def _spec(value, path: Path) -> TensorSpec:
-    tensor_type = value.type.tensor_type
-    if not value.type.HasField("tensor_type"):
-        raise ConversionError(f"{path}: {value.name!r} is not a tensor (sequences and maps are not supported)")
-    datatype = datatypes.from_onnx(tensor_type.elem_type)
-    if datatype is None:
-        raise ConversionError(f"{path}: {value.name!r} has ONNX element type {tensor_type.elem_type}, not supported")
-    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor_type.shape.dim]
-    return TensorSpec(name=value.name, datatype=datatype, shape=shape)
-
-
-def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:400] if text else ""

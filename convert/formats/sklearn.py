@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from bundle import datatypes
 from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
 from convert.formats.pmml import Ranges, _version, describe_pmml, sample_inputs
+from convert.toolkit import tensor_spec
 
 DEFAULT_TARGET = "y"
 
@@ -304,7 +304,6 @@ def _is_classifier(model: Any) -> bool:
 
 # ---- ONNX ---------------------------------------------------------------------------------------
 def to_onnx(model: Any, fields: list[str], source: Path, options: ConvertOptions, workdir: Path) -> Converted:
-    import onnx
     from skl2onnx import to_onnx as skl_to_onnx
     from skl2onnx.common.data_types import FloatTensorType, StringTensorType
     from sklearn.base import is_classifier
@@ -337,7 +336,7 @@ def to_onnx(model: Any, fields: list[str], source: Path, options: ConvertOptions
         else TensorSpec(name, "FP32", [-1, 1], "continuous")
         for name in fields
     ]
-    outputs = [_onnx_spec(o, onnx) for o in onx.graph.output]
+    outputs = [tensor_spec(o, source) for o in onx.graph.output]
     notes: list[str] = []
     reference = Reference(model, fields, text, _named(model), notes)
     names = [o.name for o in outputs]
@@ -398,11 +397,3 @@ def _per_field_front(model: Any, fields: list[str]) -> Any:
     )
     steps = list(model.steps) if isinstance(model, Pipeline) else [("model", model)]
     return Pipeline([("fields", front), *steps])
-
-
-def _onnx_spec(value_info: Any, onnx: Any) -> TensorSpec:
-    tensor = value_info.type.tensor_type
-    shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
-    if shape:
-        shape[0] = -1
-    return TensorSpec(value_info.name, datatypes.from_onnx(tensor.elem_type) or "FP32", shape)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import logging
 import os
 import re
@@ -29,26 +28,17 @@ import numpy as np
 from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
-
-# Integer inputs of a model without an embedding are sampled from [0, DEFAULT_INTEGER_BOUND).
-DEFAULT_INTEGER_BOUND = 10
-BATCH_DIM = "batch"
-
-# numpy dtype name -> V2 datatype (TensorFlow dtypes expose ``as_numpy_dtype``).
-NUMPY_TO_V2: dict[str, str] = {
-    "bool": "BOOL",
-    "uint8": "UINT8",
-    "uint16": "UINT16",
-    "uint32": "UINT32",
-    "uint64": "UINT64",
-    "int8": "INT8",
-    "int16": "INT16",
-    "int32": "INT32",
-    "int64": "INT64",
-    "float16": "FP16",
-    "float32": "FP32",
-    "float64": "FP64",
-}
+from convert.toolkit import (
+    DEFAULT_INTEGER_BOUND,
+    datatype_for,
+    first_line,
+    name_dynamic_dims,
+    order_outputs,
+    rename_io,
+    tensor_spec,
+    versions,
+)
+from convert.toolkit import sample_inputs as toolkit_samples
 
 
 @dataclass(frozen=True)
@@ -107,26 +97,8 @@ def quiet() -> Iterator[io.StringIO]:
             logger.setLevel(level)
 
 
-UNINFORMATIVE_LINE = re.compile(r"^\s*(Graph execution error:?|Detected at node.*|Traceback.*|\s*)$")
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception that says something (TensorFlow opens with boilerplate)."""
-    text = str(getattr(exc, "message", None) or exc).strip() or type(exc).__name__
-    raw = text.splitlines()
-    for before, line in itertools.pairwise(raw):
-        if line.strip().startswith("[[") and before.strip():  # TF: "<reason>\n\t [[{{node X}}]]"
-            return before.strip()[:500]
-    lines = [line.strip() for line in raw if not UNINFORMATIVE_LINE.match(line)]
-    return (lines[0] if lines else text.splitlines()[0])[:500]
-
-
 def base_versions() -> dict[str, str]:
-    import onnx
-    import tensorflow as tf
-    import tf2onnx
-
-    return {"tensorflow": tf.__version__, "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__}
+    return versions("tensorflow", "tf2onnx", "onnx")
 
 
 # ---- datatypes and shapes -------------------------------------------------------------------------
@@ -139,12 +111,7 @@ def numpy_dtype_name(dtype: Any) -> str:
 
 
 def v2_datatype(dtype: Any, what: str, source: Path) -> str:
-    name = numpy_dtype_name(dtype) if not isinstance(dtype, str) or dtype in NUMPY_TO_V2 else dtype
-    if name not in NUMPY_TO_V2:
-        raise ConversionError(
-            f"{source}: {what} has type {name}, which cannot be served; supported: {', '.join(NUMPY_TO_V2)}"
-        )
-    return NUMPY_TO_V2[name]
+    return datatype_for(numpy_dtype_name(dtype), what, source)
 
 
 def tensor_base_name(tensor_name: str) -> str:
@@ -217,19 +184,8 @@ def require_known_shapes(inputs: Sequence[TfInput], source: Path) -> None:
 
 
 def sample_inputs(inputs: Sequence[TfInput], seed: int, batch: int, integer_bound: int) -> dict[str, np.ndarray]:
-    """Seeded inputs with ``batch`` rows: normal floats, integers in [0, integer_bound), random booleans."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for i in inputs:
-        shape = (batch, *(d if d is not None else 1 for d in i.shape[1:]))
-        dtype = np.dtype(i.dtype)
-        if dtype == np.bool_:
-            arrays[i.name] = rng.random(shape) < 0.5
-        elif np.issubdtype(dtype, np.integer):
-            arrays[i.name] = rng.integers(0, integer_bound, size=shape).astype(dtype)
-        else:
-            arrays[i.name] = rng.standard_normal(shape).astype(dtype)
-    return arrays
+    """Seeded inputs with ``batch`` rows (``convert.toolkit.sample_inputs``)."""
+    return toolkit_samples([(i.name, i.dtype, (None, *i.shape[1:])) for i in inputs], seed, batch, integer_bound)
 
 
 # ---- conversion -----------------------------------------------------------------------------------
@@ -345,97 +301,6 @@ def finish(
     )
 
 
-# ---- ONNX graph surgery -------------------------------------------------------------------------
-def all_tensor_names(graph: Any) -> set[str]:
-    names = {v.name for v in (*graph.input, *graph.output, *graph.value_info)} | {t.name for t in graph.initializer}
-    for node in graph.node:
-        names.update(node.input)
-        names.update(node.output)
-        for graph_attr in subgraphs(node):
-            names |= all_tensor_names(graph_attr)
-    return names
-
-
-def subgraphs(node: Any) -> Iterator[Any]:
-    for attr in node.attribute:
-        if attr.HasField("g"):
-            yield attr.g
-        yield from attr.graphs
-
-
-def rename_tensor(graph: Any, old: str, new: str) -> None:
-    """Rename every reference to ``old`` (subgraphs included: they may read outer tensors)."""
-    for value in (*graph.input, *graph.output, *graph.value_info):
-        if value.name == old:
-            value.name = new
-    for tensor in graph.initializer:
-        if tensor.name == old:
-            tensor.name = new
-    for node in graph.node:
-        for i, name in enumerate(node.input):
-            if name == old:
-                node.input[i] = new
-        for i, name in enumerate(node.output):
-            if name == old:
-                node.output[i] = new
-        for sub in subgraphs(node):
-            rename_tensor(sub, old, new)
-
-
-def rename_io(model_proto: Any, renames: dict[str, str], source: Path) -> None:
-    """Give graph inputs and outputs their served names. An internal tensor that already holds a
-    wanted name (tf2onnx names some after ops) is moved aside first."""
-    graph = model_proto.graph
-    io_names = {v.name for v in (*graph.input, *graph.output)}
-    wanted = {old: new for old, new in renames.items() if old in io_names and old != new}
-    missing = [old for old in renames if old not in io_names]
-    if missing:
-        raise ConversionError(
-            f"{source}: the converted graph lacks {', '.join(missing)} (it has {', '.join(sorted(io_names))}); "
-            f"an input the outputs do not depend on is dropped by tf2onnx: leave it out with --inputs"
-        )
-    taken = all_tensor_names(graph)
-    for new in wanted.values():
-        if new in taken and new not in wanted:
-            aside = f"{new}__internal"
-            while aside in taken:
-                aside += "_"
-            rename_tensor(graph, new, aside)
-            taken.add(aside)
-    # Two steps so that swapping names (a->b, b->a) cannot collide.
-    for n, old in enumerate(wanted):
-        rename_tensor(graph, old, f"__mp_tmp_{n}__")
-    for n, new in enumerate(wanted.values()):
-        rename_tensor(graph, f"__mp_tmp_{n}__", new)
-
-
-def order_outputs(model_proto: Any, names: Sequence[str], source: Path) -> None:
-    """tf2onnx sorts a dict's outputs by key; serve them in the model's own order."""
-    outputs = {o.name: o for o in model_proto.graph.output}
-    if set(outputs) != set(names):
-        raise ConversionError(
-            f"{source}: the converted graph's outputs {sorted(outputs)} are not the expected {list(names)}"
-        )
-    ordered = [type(outputs[n])() for n in names]
-    for copy, name in zip(ordered, names, strict=True):
-        copy.CopyFrom(outputs[name])
-    del model_proto.graph.output[:]
-    model_proto.graph.output.extend(ordered)
-
-
-def name_dynamic_dims(model_proto: Any) -> None:
-    """Axis 0 of every input and output becomes ``batch``; other unknown axes get a stable name
-    instead of tf2onnx's ``unk__N``."""
-    for value in (*model_proto.graph.input, *model_proto.graph.output):
-        dims = value.type.tensor_type.shape.dim
-        for axis, dim in enumerate(dims):
-            if axis == 0:
-                dim.ClearField("dim_value")
-                dim.dim_param = BATCH_DIM
-            elif not dim.HasField("dim_value") and (not dim.dim_param or dim.dim_param.startswith("unk__")):
-                dim.dim_param = f"{value.name}_dim{axis}"
-
-
 def check_graph(model_proto: Any, source: Path) -> None:
     """tf2onnx converts with ``continue_on_error``: an unsupported op stays in the graph as a TF op.
     Name them now rather than let onnxruntime fail later with a less helpful message."""
@@ -461,16 +326,4 @@ def max_inclusive_version(model_proto: Any) -> int:
 
 
 def io_spec(value: Any, source_name: str | None, source: Path) -> TensorSpec:
-    from onnx import helper
-
-    tensor_type = value.type.tensor_type
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)).name
-    dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim]
-    if dims:
-        dims[0] = -1
-    return TensorSpec(
-        name=value.name,
-        datatype=v2_datatype(dtype, f"tensor {value.name}", source),
-        shape=dims,
-        source_name=source_name if source_name and source_name != value.name else None,
-    )
+    return tensor_spec(value, source, source_name=source_name)

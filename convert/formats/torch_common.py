@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,36 +21,23 @@ from typing import Any
 
 import numpy as np
 
+from bundle.datatypes import Datatype
 from bundle.manifest import TensorSpec
+from convert import toolkit
 from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
+from convert.toolkit import DEFAULT_INTEGER_BOUND
 
 EXPORT_BATCH = 2
 # Export (and trace) on other rows than verification draws from ``options.seed``: a traced branch
 # that only the example took must meet fresh inputs to be caught.
 EXPORT_SEED_OFFSET = 1000
-# Integer inputs of a model without an embedding are sampled from [0, DEFAULT_INTEGER_BOUND).
-DEFAULT_INTEGER_BOUND = 10
 # The dynamo exporter has no implementations below this opset; asking for less only adds a failing
 # version conversion, so it is raised (and the raise noted) instead.
 DYNAMO_MIN_OPSET = 18
 
-V2_TO_NUMPY: dict[str, str] = {
-    "BOOL": "bool",
-    "UINT8": "uint8",
-    "INT8": "int8",
-    "INT16": "int16",
-    "INT32": "int32",
-    "INT64": "int64",
-    "FP16": "float16",
-    "FP32": "float32",
-    "FP64": "float64",
-}
-NUMPY_TO_V2 = {np.dtype(v): k for k, v in V2_TO_NUMPY.items()} | {
-    np.dtype("uint16"): "UINT16",
-    np.dtype("uint32"): "UINT32",
-    np.dtype("uint64"): "UINT64",
-}
+# The V2 datatypes a torch tensor can be made of (torch has no unsigned types beyond uint8).
+TORCH_INPUT_DATATYPES = ("BOOL", "UINT8", "INT8", "INT16", "INT32", "INT64", "FP16", "FP32", "FP64")
 INPUT_SHAPE_HELP = (
     "give one --input-shape NAME=d0,d1,... per forward() argument, in the argument order "
     "(d0 is the batch axis, served as dynamic), e.g. --input-shape x=1,3,224,224; "
@@ -69,7 +55,7 @@ class ExampleInput:
 
     @property
     def numpy_dtype(self) -> np.dtype:
-        return np.dtype(V2_TO_NUMPY[self.datatype])
+        return Datatype(self.datatype).numpy
 
 
 # ---- example inputs ---------------------------------------------------------------------------
@@ -92,10 +78,10 @@ def parse_input_dtypes(spec: str, names: Sequence[str], source: Path) -> dict[st
 
 def _checked_dtype(dtype: str, source: Path) -> str:
     dtype = dtype.strip().upper()
-    if dtype not in V2_TO_NUMPY:
+    if dtype not in TORCH_INPUT_DATATYPES:
         raise ConversionError(
             f"{source}: --input-dtype {dtype!r} is not supported for PyTorch inputs; use one of "
-            f"{', '.join(V2_TO_NUMPY)}"
+            f"{', '.join(TORCH_INPUT_DATATYPES)}"
         )
     return dtype
 
@@ -133,19 +119,9 @@ def integer_input_bound(module: Any) -> int:
 
 
 def sample_inputs(examples: Sequence[ExampleInput], seed: int, batch: int, integer_bound: int) -> dict[str, np.ndarray]:
-    """Seeded inputs shaped like the examples with ``batch`` rows: normal floats, in-range integers."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for example in examples:
-        shape = (batch, *example.shape[1:])
-        dtype = example.numpy_dtype
-        if dtype == np.bool_:
-            arrays[example.name] = rng.random(shape) < 0.5
-        elif np.issubdtype(dtype, np.integer):
-            arrays[example.name] = rng.integers(0, integer_bound, size=shape).astype(dtype)
-        else:
-            arrays[example.name] = rng.standard_normal(shape).astype(dtype)
-    return arrays
+    """Seeded inputs shaped like the examples with ``batch`` rows (``convert.toolkit.sample_inputs``)."""
+    specs = [(e.name, e.datatype, (None, *e.shape[1:])) for e in examples]
+    return toolkit.sample_inputs(specs, seed, batch, integer_bound)
 
 
 # ---- outputs and the torch reference ---------------------------------------------------------
@@ -317,7 +293,6 @@ def onnx_specs(
     """Input/output specs and opset read back from the written graph (the batch axis forced to -1),
     after checking that the exporter kept every name we asked for."""
     import onnx
-    from onnx import helper
 
     model = onnx.load(str(path), load_external_data=False)
     graph_inputs = [i.name for i in model.graph.input]
@@ -332,16 +307,8 @@ def onnx_specs(
     if graph_outputs != list(names):
         raise ConversionError(f"{source}: the exported graph has outputs {graph_outputs}, expected {list(names)}")
 
-    def spec(value: Any, name: str) -> TensorSpec:
-        tensor_type = value.type.tensor_type
-        dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else -1 for d in tensor_type.shape.dim]
-        if dims:
-            dims[0] = -1
-        return TensorSpec(name=name, datatype=NUMPY_TO_V2.get(dtype, "FP32"), shape=dims)
-
-    inputs = [spec(v, v.name) for v in model.graph.input]
-    outputs = [spec(v, v.name) for v in model.graph.output]
+    inputs = [toolkit.tensor_spec(v, source) for v in model.graph.input]
+    outputs = [toolkit.tensor_spec(v, source) for v in model.graph.output]
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     return inputs, outputs, opset
 
@@ -478,13 +445,6 @@ def model_file(source: Path, fmt: str) -> Path:
     return candidates[0]
 
 
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
-
-
 def first_line(exc: BaseException) -> str:
     """The innermost cause's first line: the exporters wrap the real reason in a generic banner."""
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-    text = ANSI_ESCAPE.sub("", str(exc)).strip()
-    first = text.splitlines()[0][:500] if text else ""
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+    return toolkit.first_line(exc, innermost=True, with_type=True)
