@@ -103,6 +103,9 @@ class Parity:
     label_agreement: float | None = None  # classifiers: share of rows whose label matched
     per_output: dict[str, dict[str, float]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # --quantize: the served file is the int8 model; the figures above are the float model's parity with the
+    # source, this is the quantized model's deviation from the float model (convert/quantize.py)
+    quantization: dict[str, Any] | None = None
 
 
 @dataclass

@@ -76,6 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-verify", action="store_true", help="skip the comparison (recorded in the manifest)")
     check.add_argument("--atol", type=float, default=1e-4)
     check.add_argument("--rtol", type=float, default=1e-3)
+    quant = parser.add_argument_group("int8 quantization (ONNX; docs/convert.md)")
+    quant.add_argument("--quantize", choices=("dynamic", "static"), help="serve an int8 model if it passes the gate")
+    quant.add_argument("--calibration", type=Path, metavar="DIR|CSV", help="static: images or CSV rows to calibrate")
+    quant.add_argument("--min-agreement", type=float, default=0.99, help="top-1 agreement with float (default 0.99)")
+    quant.add_argument("--quant-rtol", type=float, default=0.1, help="regression deviation / range (default 0.1)")
     fetching = parser.add_argument_group("download")
     fetching.add_argument("--timeout", type=float, default=30.0, help="seconds per connect/read (default 30)")
     fetching.add_argument("--retries", type=int, default=4, help="retries on connection errors and 5xx (default 4)")
@@ -129,6 +134,12 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
             raise UsageError(f"{flag} must be >= 0")
     if args.max_batch_size < 1:
         raise UsageError("--max-batch-size must be >= 1")
+    if args.calibration is not None and not args.calibration.exists():
+        raise UsageError(f"--calibration {args.calibration}: no such file or directory")
+    if args.calibration is not None and args.quantize != "static":
+        raise UsageError("--calibration needs --quantize static")
+    if not 0 <= args.min_agreement <= 1 or args.quant_rtol < 0:
+        raise UsageError("--min-agreement must be within 0..1 and --quant-rtol >= 0")
     return ConvertOptions(
         format=args.format,
         input_shapes=parse_input_shapes(args.input_shape),
@@ -152,6 +163,10 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         atol=args.atol,
         rtol=args.rtol,
         max_batch_size=args.max_batch_size,
+        quantize=args.quantize,
+        calibration=args.calibration,
+        min_agreement=args.min_agreement,
+        quant_rtol=args.quant_rtol,
     )
 
 
@@ -166,6 +181,13 @@ def summary(manifest: Manifest, target: Path) -> str:
         )
         if parity.label_agreement is not None:
             check += f", labels {parity.label_agreement:.0%}"
+    if parity is not None and parity.quantization:
+        q = parity.quantization
+        agreement = f"top-1 agreement {q['top1_agreement']:.1%}, " if q.get("top1_agreement") is not None else ""
+        check += (
+            f"; int8 ({q['mode']}): {agreement}max deviation {q['max_rel_deviation']:.2g} of range, "
+            f"{q['float_bytes'] / 1e6:.2f} -> {q['quantized_bytes'] / 1e6:.2f} MB"
+        )
     extras = []
     if manifest.image is not None:
         image = manifest.image

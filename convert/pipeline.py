@@ -137,6 +137,10 @@ def convert_and_verify(
         parity = verify.verify(converted, options)
     else:
         parity = Parity(verified=False, notes=[*converted.notes, "verification skipped (--no-verify)"])
+    if options.quantize:
+        from convert import quantize
+
+        converted, parity = quantize.apply(converted, parity, options, workdir)
     return converted.result(), parity
 
 

@@ -83,6 +83,10 @@ class ConvertOptions:
     # (a pickled PyTorch module's class file) without ever reaching outside what was handed over.
     source_root: Path | None = None
     max_batch_size: int = 64  # --max-batch-size: recorded for models with a dynamic batch axis
+    quantize: Literal["dynamic", "static"] | None = None  # --quantize (convert/quantize.py)
+    calibration: Path | None = None  # --calibration DIR|CSV for static quantization
+    min_agreement: float = 0.99  # --min-agreement: quantized top-1 agreement with the float model
+    quant_rtol: float = 0.1  # --quant-rtol: quantized regression deviation, relative to the output's range
 
 
 @dataclass
