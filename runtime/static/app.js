@@ -301,6 +301,7 @@ function imageForm(info, result, error, code) {
     preview.hidden = false;
     form.requestSubmit();
   };
+  preview.addEventListener("error", () => (preview.hidden = true)); // not an image the browser shows
   input.addEventListener("change", () => choose(input.files[0]));
   drop.addEventListener("dragover", (e) => {
     e.preventDefault();

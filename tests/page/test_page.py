@@ -228,6 +228,7 @@ def test_bad_input_shows_the_servers_error_text(page, server: RunningServer, tmp
         answer = requests.post(f"{server.url}/api/models/colour-classifier/image", files={"image": f}, timeout=30)
     assert answer.status_code == 400 and error.inner_text() == answer.json()["error"]
     assert "not a decodable image" in error.inner_text() and " at 0x" not in error.inner_text()
+    expect(page.locator("img.preview")).to_be_hidden()  # no broken-image icon
     screenshot(page, "6-error-image")
 
 
