@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman || echo docker))
 
-.PHONY: install-browser example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty image-pmml-empty
+.PHONY: grpc-proto install-browser example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty image-pmml-empty
 
 install: install-serve install-dev
 
@@ -154,3 +154,9 @@ test: install
 lint: install-dev
 	$(DEV_VENV)/bin/ruff check .
 	$(DEV_VENV)/bin/ruff format --check .
+
+# The V2 gRPC code in runtime/proto/ is generated from runtime/proto/grpc_predict_v2.proto and committed.
+# grpcio-tools (requirements-dev.txt) bundles protoc; its protobuf major must match the runtime's pin.
+grpc-proto: install-dev
+	$(DEV_PY) -m grpc_tools.protoc -I. --python_out=. --pyi_out=. --grpc_python_out=. \
+		runtime/proto/grpc_predict_v2.proto

@@ -35,6 +35,8 @@ DEV_PY = str(ROOT / ".venv/dev/bin/python")
 MLSERVER = str(ROOT / ".venv/mlserver/bin/mlserver")
 GUNICORN = str(ROOT / ".venv/dev/bin/gunicorn")
 CONCURRENCY = (1, 8, 32)
+GRPC_CONCURRENCY = (1, 8)
+GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
 THREADS = os.cpu_count() or 2
 
 
@@ -47,6 +49,7 @@ class Endpoint:
     body: bytes
     content_type: str = "application/json"
     extra_header: str = ""  # "Name: value"
+    grpc_port: int = 0  # set: a gRPC endpoint (path is the method, body a serialized ModelInferRequest)
 
 
 @dataclass
@@ -101,6 +104,8 @@ def process_tree_rss_mb(pid: int) -> float:
 
 
 def post(url: str, endpoint: Endpoint, timeout: float = 5.0) -> bool:
+    if endpoint.grpc_port:
+        return grpc_call(endpoint, timeout)
     headers = {"Content-Type": endpoint.content_type}
     if endpoint.extra_header:
         name, value = endpoint.extra_header.split(":", 1)
@@ -137,6 +142,42 @@ def run_wrk(url: str, endpoint: Endpoint, concurrency: int, seconds: float, work
     return json.loads(line[len("RESULT ") :])
 
 
+def grpc_call(endpoint: Endpoint, timeout: float) -> bool:
+    """One gRPC call with the endpoint's bytes (readiness, and the idle check after each cell)."""
+    import grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{endpoint.grpc_port}") as channel:
+        try:
+            channel.unary_unary(endpoint.path)(endpoint.body, timeout=timeout)
+        except grpc.RpcError:
+            return False
+    return True
+
+
+def run_grpc_load(endpoint: Endpoint, concurrency: int, seconds: float, workdir: Path) -> dict:
+    """bench/grpc_load.py in its own process: pre-serialized bytes over a bare grpc.aio channel."""
+    body_file = workdir / f"body-{uuid.uuid4().hex}"
+    body_file.write_bytes(endpoint.body)
+    command = [SERVE_PY, str(ROOT / "bench/grpc_load.py"), f"127.0.0.1:{endpoint.grpc_port}", endpoint.path]
+    command += [str(body_file), str(concurrency), str(max(1.0, seconds))]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120).stdout
+    finally:
+        body_file.unlink(missing_ok=True)
+    grpc_call(endpoint, 120)  # the backlog is gone before the next cell
+    line = next((x for x in out.splitlines() if x.startswith("RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"the gRPC load generator printed no result for port {endpoint.grpc_port}:\n{out}")
+    return json.loads(line[len("RESULT ") :])
+
+
+def drive(url: str, endpoint: Endpoint, concurrency: int, seconds: float, workdir: Path) -> dict:
+    """One cell: wrk for HTTP endpoints, bench/grpc_load.py for gRPC ones."""
+    if endpoint.grpc_port:
+        return run_grpc_load(endpoint, concurrency, seconds, workdir)
+    return run_wrk(url, endpoint, concurrency, seconds, workdir)
+
+
 def stop(process: subprocess.Popen) -> None:
     """SIGTERM the server's process group (gunicorn/MLServer workers too), SIGKILL after 15 s."""
     try:
@@ -171,9 +212,9 @@ def measure_server(model: str, server: Server, seconds: float, workdir: Path) ->
             url = f"http://127.0.0.1:{server.port}{endpoint.path}"
             if not post(url, endpoint, timeout=30):
                 raise RuntimeError(f"{server.name} {endpoint.api}: the request fails; see {log.name}")
-            run_wrk(url, endpoint, 8, min(1.0, seconds), workdir)  # warm-up
-            for concurrency in CONCURRENCY:
-                r = run_wrk(url, endpoint, concurrency, seconds, workdir)
+            drive(url, endpoint, 8, min(1.0, seconds), workdir)  # warm-up
+            for concurrency in GRPC_CONCURRENCY if endpoint.grpc_port else CONCURRENCY:
+                r = drive(url, endpoint, concurrency, seconds, workdir)
                 cell = Cell(
                     model,
                     server.name,
@@ -215,6 +256,21 @@ def v2_binary(name: str, x: np.ndarray, output: str) -> tuple[bytes, str]:
     return head + raw, f"Inference-Header-Content-Length: {len(head)}"
 
 
+def grpc_messages(model: str, name: str, x: np.ndarray, output: str, out_shape: list[int]) -> tuple[bytes, bytes]:
+    """A serialized ModelInferRequest (raw contents, as tritonclient.grpc sends) and, for the no-op server, a
+    canned ModelInferResponse of the output's size."""
+    sys.path.insert(0, str(ROOT))
+    from runtime.proto import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model, raw_input_contents=[x.astype("<f4").tobytes()])
+    request.inputs.add(name=name, datatype="FP32", shape=x.shape)
+    request.outputs.add(name=output)
+    response = pb.ModelInferResponse(model_name=model, model_version="1")
+    response.outputs.add(name=output, datatype="FP32", shape=out_shape)
+    response.raw_output_contents.append(np.zeros(out_shape, "<f4").tobytes())
+    return request.SerializeToString(), response.SerializeToString()
+
+
 def multipart(field_name: str, filename: str, data: bytes) -> tuple[bytes, str]:
     boundary = "modelportbench" + uuid.uuid4().hex
     body = (
@@ -238,6 +294,8 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
     json_body = v2_json(spec["name"], x)
     binary_body, binary_header = v2_binary(spec["name"], x, output)
     infer = f"/v2/models/{model}/infer"
+    out_shape = [1, *manifest["outputs"][0]["shape"][1:]]
+    grpc_request, canned_response = grpc_messages(model, spec["name"], x, output, out_shape)
 
     modelport_endpoints = [
         Endpoint("V2 JSON", infer, json_body),
@@ -249,6 +307,7 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
     else:
         simple = json.dumps({"inputs": {spec["name"]: x.tolist()}}).encode()
         modelport_endpoints.append(Endpoint("simple", f"/api/models/{model}/predict", simple))
+    modelport_endpoints.append(Endpoint("gRPC", GRPC_INFER, grpc_request, grpc_port=ports["modelport_grpc"]))
 
     modelport = Server(
         "modelport",
@@ -265,6 +324,8 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
             "127.0.0.1",
             "--port",
             str(ports["modelport"]),
+            "--grpc-port",
+            str(ports["modelport_grpc"]),
             "--intra-op-threads",
             str(THREADS),
             "--log-level",
@@ -293,7 +354,7 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
         "parallel_workers": 0,
         "host": "127.0.0.1",
         "http_port": ports["mlserver"],
-        "grpc_port": free_port(),
+        "grpc_port": ports["mlserver_grpc"],
         "metrics_port": free_port(),
     }
     (mlserver_dir / "settings.json").write_text(json.dumps(settings))
@@ -307,8 +368,19 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
         "MLServer (workers=0)",
         ports["mlserver"],
         [MLSERVER, "start", str(mlserver_dir)],
-        [Endpoint("V2 JSON", infer, json_body)],
+        [
+            Endpoint("V2 JSON", infer, json_body),
+            Endpoint("gRPC", GRPC_INFER, grpc_request, grpc_port=ports["mlserver_grpc"]),
+        ],
         env={"PYTHONPATH": str(ROOT / "bench/servers"), "ORT_THREADS": str(THREADS)},
+    )
+    canned = workdir / f"noop-{model}.bin"
+    canned.write_bytes(canned_response)
+    noop = Server(
+        "no-op grpc.aio",
+        ports["noop"],
+        [SERVE_PY, str(ROOT / "bench/servers/noop_grpc.py"), str(ports["noop"]), str(canned)],
+        [Endpoint("gRPC", GRPC_INFER, grpc_request, grpc_port=ports["noop"])],
     )
     flask = Server(
         "Flask+TF (gunicorn)",
@@ -335,7 +407,7 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
         ports["modelport_unbatched"],
         [
             *modelport.command[: modelport.command.index("--port")],
-            *("--port", str(ports["modelport_unbatched"]), "--intra-op-threads", str(THREADS)),
+            *("--port", str(ports["modelport_unbatched"]), "--grpc-port", "0", "--intra-op-threads", str(THREADS)),
             *("--log-level", "warning", "--max-batch-size", "1"),
         ],
         [
@@ -345,8 +417,8 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
         ],
     )
     if model == "mlp":
-        return [modelport, unbatched, bare, mlserver, flask]
-    return [modelport, unbatched, mlserver, flask]
+        return [modelport, unbatched, bare, mlserver, noop, flask]
+    return [modelport, unbatched, mlserver, noop, flask]
 
 
 def raw_ort(model: str, models_dir: Path, seconds: float) -> dict:
@@ -426,6 +498,14 @@ def targets(cells: list[Cell], raw: dict, infos: dict) -> list[tuple[str, str, b
     )
     best_flask = max((x.rps for x in cells if x.model == net and x.server.startswith("Flask")), default=0)
     add("MobileNetV2 best throughput vs Flask+TF (≥ 10×)", ratio(best_mp, best_flask), 10.0)
+    # issue 12: V2 over gRPC, every server driven by bench/grpc_load.py
+    g8 = find(cells, "mlp", "modelport", "gRPC", 8)
+    ml_g8 = find(cells, "mlp", "MLServer (workers=0)", "gRPC", 8)
+    noop8 = find(cells, "mlp", "no-op grpc.aio", "gRPC", 8)
+    add("MLP gRPC c=8 vs MLServer gRPC (≥ 1.5×)", ratio(g8 and g8.rps, ml_g8 and ml_g8.rps), 1.5)
+    add("MLP gRPC c=8 vs the no-op grpc.aio ceiling (≥ 0.75×)", ratio(g8 and g8.rps, noop8 and noop8.rps), 0.75)
+    g1 = find(cells, net, "modelport", "gRPC", 1)
+    add("MobileNetV2 gRPC c=1 p50 vs raw ORT (≤ 1.2×)", ratio(g1 and g1.p50_ms, base.get("p50_ms")), 1.2, False)
     mp_info = infos.get((net, "modelport"), {})
     flask_info = infos.get((net, "Flask+TF (gunicorn)"), {})
     add("modelport cold start, MobileNetV2 (≤ 1 s)", mp_info.get("cold_start_s"), 1.0, False, " s")
@@ -469,6 +549,7 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
                 f"rows/s | 0 | {fmt(ratio(a['best_rows_per_s'], r['best_rows_per_s']))} | | | | | | {a['load']:.1f} |"
             )
         ml8 = find(cells, model, "MLServer (workers=0)", "V2 JSON", 8)
+        ml_grpc8 = find(cells, model, "MLServer (workers=0)", "gRPC", 8)
         fl8 = find(cells, model, "Flask+TF (gunicorn)", "JSON", 8)
         bare8 = find(cells, model, "bare aiohttp+ORT", "V2 JSON", 8)
         for server, api in dict.fromkeys((x.server, x.api) for x in cells if x.model == model):
@@ -476,12 +557,14 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             parts = [f"{x.rps:.0f} ({x.p50_ms:.2f} / {x.p99_ms:.2f})" if x else "" for x in row]
             c8 = row[1]
             info = infos.get((model, server), {})
+            ml_same = ml_grpc8 if api == "gRPC" else ml8  # gRPC rows compare with MLServer's gRPC
 
             lines.append(
                 f"| {server} · {api} | {' | '.join(parts)} | {sum(x.errors for x in row if x)}"
                 f" | {fmt(ratio(max(x.rps for x in row if x), r['best_rows_per_s']))}"
                 f" | {fmt(ratio(c8 and c8.rps, bare8 and bare8.rps))}"
-                f" | {fmt(ratio(c8 and c8.rps, ml8 and ml8.rps))} | {fmt(ratio(c8 and c8.rps, fl8 and fl8.rps))}"
+                f" | {fmt(ratio(c8 and c8.rps, ml_same and ml_same.rps))}"
+                f" | {fmt(ratio(c8 and c8.rps, fl8 and fl8.rps))}"
                 f" | {info.get('cold_start_s', 0):.2f} s | {info.get('rss_mb', 0):.0f} MB | {fmt_load(info)} |"
             )
         lines.append("")
@@ -578,7 +661,10 @@ def write_report(
             "(the machine is shared: figures from a loaded machine are lower and noisier).",
             "",
             f"**Method:** wrk 4.1 (`-t1`, Lua POST script bench/wrk_post.lua) in its own process, the same for every "
-            f"server; {seconds:g} s per cell after a 1 s warm-up; concurrency = open connections. Every server uses "
+            "HTTP server; gRPC rows (c=1 and c=8) by bench/grpc_load.py, an asyncio client in its own process "
+            "sending one pre-serialized ModelInferRequest (raw contents) through a bare grpc.aio channel, the same "
+            "for every gRPC server (× MLServer compares gRPC with MLServer's gRPC); "
+            f"{seconds:g} s per cell after a 1 s warm-up; concurrency = open connections. Every server uses "
             f"{THREADS} onnxruntime intra-op threads. Cold start: process start to the first successful inference "
             "answer. RSS: the server's whole process tree after the load. Random-weight models (bench/build_models.py) "
             "converted by `python -m convert`; the Flask service loads the original Keras model.",
@@ -632,7 +718,17 @@ def main() -> int:
     failures: list[str] = []
     for model in args.only or ["mlp", "mobilenetv2"]:
         raw[model] = raw_ort(model, args.models, args.seconds)
-        ports = {key: free_port() for key in ("modelport", "modelport_unbatched", "bare", "mlserver", "flask")}
+        names = (
+            "modelport",
+            "modelport_grpc",
+            "modelport_unbatched",
+            "bare",
+            "mlserver",
+            "mlserver_grpc",
+            "noop",
+            "flask",
+        )
+        ports = {key: free_port() for key in names}
         for server in servers_for(model, args.models, workdir, ports):
             if args.servers and not any(server.name.startswith(s) for s in args.servers):
                 continue

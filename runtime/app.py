@@ -24,7 +24,7 @@ from runtime.auth import Scope, TokenTable, auth_middleware, read_tokens
 from runtime.cors import cors_middleware
 from runtime.dataplane import DataPlane
 from runtime.errors import ModelportError
-from runtime.handlers.common import DATAPLANE, DEADLINE, MODEL, STARTED, STATE, TOKENS, json_response
+from runtime.handlers.common import ADMIN_ENABLED, DATAPLANE, DEADLINE, MODEL, STARTED, STATE, TOKENS, json_response
 from runtime.routes import ROUTES, add_routes
 from runtime.settings import Settings
 from runtime.state import ServerState
@@ -140,6 +140,7 @@ def create_app(settings: Settings) -> web.Application:
     app[STATE] = state
     app[DATAPLANE] = DataPlane(state)
     app[TOKENS] = tokens
+    app[ADMIN_ENABLED] = admin_enabled
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)
     add_routes(app.router)

@@ -58,6 +58,7 @@ class Unauthorized(ModelportError):
     """No usable credentials: 401 with a ``WWW-Authenticate`` challenge."""
 
     status = 401
+    grpc_code = "UNAUTHENTICATED"
 
     def __init__(self, message: str, error: str | None = None) -> None:
         super().__init__(message)
@@ -69,6 +70,7 @@ class Forbidden(ModelportError):
     """Valid credentials whose scope does not cover the route."""
 
     status = 403
+    grpc_code = "PERMISSION_DENIED"
 
 
 class TokenFileError(ValueError):

@@ -23,6 +23,7 @@ class Settings:
     repository: Path
     host: str = "0.0.0.0"
     port: int = 5000
+    grpc_port: int = 8081  # V2 gRPC on the same host; 0: off
     models: tuple[str, ...] = ()  # empty: every model in the repository
     model_name: str | None = None  # serve the one model stored at --repository, in any shape, under this name
     intra_op_threads: int = 0  # 0: onnxruntime's default (one per core)
@@ -71,6 +72,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     ),
     "host": ("HOST", str, "address to listen on (default 0.0.0.0)"),
     "port": ("PORT", int, "port to listen on (default 5000)"),
+    "grpc_port": ("MODELPORT_GRPC_PORT", int, "V2 gRPC port (default 8081; 0: no gRPC)"),
     "intra_op_threads": ("MODELPORT_INTRA_OP_THREADS", int, "onnxruntime intra-op threads (0: one per core)"),
     "inter_op_threads": ("MODELPORT_INTER_OP_THREADS", int, "onnxruntime inter-op threads (0: default)"),
     "graph_optimization": ("MODELPORT_GRAPH_OPTIMIZATION", str, "onnxruntime graph optimisation level"),
@@ -117,7 +119,8 @@ _LISTS: dict[str, tuple[str, str, str]] = {
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m runtime", description="Serve a modelport model repository over HTTP (KServe V2 + simple API)."
+        prog="python -m runtime",
+        description="Serve a modelport model repository over HTTP (KServe V2 + simple API) and gRPC (KServe V2).",
     )
     parser.add_argument("--repository", metavar="DIR", help="model repository directory (env MODEL_REPOSITORY)")
     parser.add_argument(
@@ -226,4 +229,8 @@ def _check(settings: Settings) -> list[str]:
             problems.append(f"--{name.replace('_', '-')} must not be negative")
     if not 0 < settings.port < 65536:
         problems.append("--port must be 1..65535")
+    if not 0 <= settings.grpc_port < 65536:
+        problems.append("--grpc-port must be 0..65535 (0: no gRPC)")
+    if settings.grpc_port == settings.port:
+        problems.append("--grpc-port must differ from --port")
     return problems

@@ -71,6 +71,7 @@ class ServerState:
         self.stop_requested = asyncio.Event()  # set when the server should shut down (load failure)
         self._listeners: list[Callable[[Phase], None]] = []
         self._loading: asyncio.Task | None = None
+        self._draining: list[asyncio.Task] = []
 
     # ---- phase ----------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -114,8 +115,14 @@ class ServerState:
             self.metrics.model(entry.name, entry.version)  # every model appears in /metrics from the start
         self._loading = asyncio.create_task(self._load_all(), name="load models")
 
+    def drain(self, task: asyncio.Task) -> None:
+        """A protocol's own shutdown (gRPC's in-flight calls finishing): ``close`` awaits it before the
+        batchers stop, so those calls still have their models."""
+        self._draining.append(task)
+
     async def close(self) -> None:
         self.begin_stopping()
+        await asyncio.gather(*self._draining, return_exceptions=True)
         if self._loading is not None:
             self._loading.cancel()
             await asyncio.gather(self._loading, return_exceptions=True)

@@ -13,7 +13,9 @@ from runtime.state import ServerState
 
 STATE = web.AppKey("state", ServerState)
 DATAPLANE = web.AppKey("dataplane", DataPlane)
-TOKENS = web.AppKey("tokens", TokenTable)  # --auth-tokens-file, for the protocols outside aiohttp (gRPC)
+# --auth-tokens-file and whether the repository API is open, for the protocols outside aiohttp (gRPC)
+TOKENS = web.AppKey("tokens", TokenTable)
+ADMIN_ENABLED = web.AppKey("admin enabled", bool)
 
 STARTED = "modelport.started"  # request key: time.perf_counter() at arrival
 DEADLINE = "modelport.deadline"  # request key: loop time after which the request gets 504

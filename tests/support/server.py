@@ -43,6 +43,11 @@ class RunningServer:
     port: int
     log_path: Path
     scheme: str = "http"
+    grpc_port: int = 0  # 0: gRPC off
+
+    @property
+    def grpc_address(self) -> str:  # what tritonclient.grpc wants
+        return f"127.0.0.1:{self.grpc_port}"
 
     @property
     def url(self) -> str:
@@ -71,6 +76,8 @@ def run_server(
     ``tls_ca``: the server speaks https (its args carry --tls-cert/--tls-key); readiness is polled over
     https, verified against this CA certificate."""
     port = free_port()
+    # every server gets its own gRPC port too (the default 8081 would collide between test servers)
+    grpc_port = 0 if any(a.startswith("--grpc-port") for a in args) else free_port()
     log_dir = Path(log_dir or repository)
     log_path = log_dir / f"server-{port}.log"
     cmd = [
@@ -83,12 +90,13 @@ def run_server(
         "127.0.0.1",
         "--port",
         str(port),
+        *(["--grpc-port", str(grpc_port)] if grpc_port else []),
         *args,
     ]
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
-    server = RunningServer(proc, port, log_path, "https" if tls_ca else "http")
+    server = RunningServer(proc, port, log_path, "https" if tls_ca else "http", grpc_port)
     try:
         if wait_ready:
             deadline = time.monotonic() + ready_timeout

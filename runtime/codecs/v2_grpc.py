@@ -1,0 +1,131 @@
+"""V2 gRPC messages <-> the data plane's ``InferenceRequest`` / ``InferenceResponse``.
+
+Inputs come either typed (``contents``: the repeated field ``bundle.datatypes`` names per datatype) or
+raw (``raw_input_contents``: one little-endian buffer per input, BYTES elements length-prefixed, the
+same layout as the REST binary extension, so ``v2_binary`` decodes both). Outputs go back the way
+the request came: raw when it sent raw (tritonclient.grpc does), typed when it sent typed, and raw
+whenever an output has no typed field (FP16), because a response is either all raw or all typed.
+
+Every malformed input is a ``BadRequest`` naming the tensor, and every limit the REST side has
+applies here too (elements per tensor; the message size is gRPC's own limit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bundle import datatypes
+from runtime.codecs import v2_binary, v2_json
+from runtime.dataplane import InferenceRequest, InferenceResponse
+from runtime.errors import BadRequest
+from runtime.proto import grpc_predict_v2_pb2 as pb
+from runtime.validation import numpy_dtype, v2_datatype
+
+
+def parameters(message_parameters: Any) -> dict[str, Any]:
+    """A protobuf ``map<string, InferParameter>`` as plain Python values."""
+    out: dict[str, Any] = {}
+    for key, value in message_parameters.items():
+        which = value.WhichOneof("parameter_choice")
+        out[key] = getattr(value, which) if which else None
+    return out
+
+
+def set_parameter(target: Any, key: str, value: Any) -> None:
+    if isinstance(value, bool):
+        target[key].bool_param = value
+    elif isinstance(value, int):
+        target[key].int64_param = value
+    elif isinstance(value, float):
+        target[key].double_param = value
+    else:
+        target[key].string_param = str(value)
+
+
+def decode_request(message: pb.ModelInferRequest, max_elements: int) -> tuple[InferenceRequest, bool]:
+    """The data plane's request, and whether the client sent raw contents (then it gets raw outputs)."""
+    if not message.inputs:
+        raise BadRequest("the request needs inputs: a non-empty list of tensors")
+    raw = message.raw_input_contents
+    if raw and len(raw) != len(message.inputs):
+        raise BadRequest(
+            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; send one per input, in order"
+        )
+    inputs: dict[str, np.ndarray] = {}
+    for index, tensor in enumerate(message.inputs):
+        name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+        if not name:
+            raise BadRequest(f"input {index} has no name")
+        if name in inputs:
+            raise BadRequest(f"input {name!r} is given twice")
+        numpy_dtype(datatype)
+        v2_json.check_shape(name, shape)
+        count = v2_json.element_count(name, shape, max_elements)
+        if raw:
+            if tensor.HasField("contents"):
+                raise BadRequest(f"input {name!r}: send contents or raw_input_contents, not both")
+            inputs[name] = v2_binary.tensor_from_bytes(name, datatype, shape, count, memoryview(raw[index]))
+        else:
+            inputs[name] = _from_contents(name, datatype, shape, count, tensor.contents)
+    outputs = [o.name for o in message.outputs] or None
+    if outputs is not None and len(set(outputs)) != len(outputs):
+        raise BadRequest("an output is requested twice")
+    request = InferenceRequest(
+        inputs=inputs, outputs=outputs, id=message.id or None, parameters=parameters(message.parameters)
+    )
+    return request, bool(raw)
+
+
+def _from_contents(name: str, datatype: str, shape: list[int], count: int, contents: Any) -> np.ndarray:
+    field = datatypes.Datatype(datatype).info.grpc_contents
+    if not field:
+        raise BadRequest(f"input {name!r}: {datatype} has no typed contents field; send it in raw_input_contents")
+    values = getattr(contents, field)
+    if len(values) != count:
+        raise BadRequest(f"input {name!r}: shape {shape} needs {count} values, {field} has {len(values)}")
+    dtype = numpy_dtype(datatype)
+    if datatype == "BYTES":
+        array = np.empty(count, dtype=object)
+        array[:] = list(values)
+        return array.reshape(shape)
+    # The typed fields are wider than some datatypes (uint_contents carries UINT8/16/32 as uint32):
+    # values out of the datatype's range are the client's error, never silently wrapped.
+    wide = np.array(values, dtype=_WIDE[field])
+    if dtype.kind in "iu" and wide.size and dtype.itemsize < wide.dtype.itemsize:
+        info = np.iinfo(dtype)
+        low, high = wide.min(), wide.max()
+        if low < info.min or high > info.max:
+            raise BadRequest(f"input {name!r}: value {low if low < info.min else high} is out of {datatype} range")
+    return wide.astype(dtype, copy=False).reshape(shape)
+
+
+_WIDE = {
+    "bool_contents": np.dtype(np.bool_),
+    "int_contents": np.dtype(np.int32),
+    "int64_contents": np.dtype(np.int64),
+    "uint_contents": np.dtype(np.uint32),
+    "uint64_contents": np.dtype(np.uint64),
+    "fp32_contents": np.dtype(np.float32),
+    "fp64_contents": np.dtype(np.float64),
+}
+
+
+def encode_response(response: InferenceResponse, raw: bool) -> pb.ModelInferResponse:
+    message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version)
+    if response.id is not None:
+        message.id = response.id
+    kinds = [datatypes.Datatype(v2_datatype(array.dtype)) for _, array in response.outputs]
+    raw = raw or any(not kind.info.grpc_contents for kind in kinds)
+    for (name, array), kind in zip(response.outputs, kinds, strict=True):
+        tensor = message.outputs.add(name=name, datatype=kind.value, shape=array.shape)
+        if raw:
+            message.raw_output_contents.append(v2_binary.tensor_to_bytes(kind.value, array))
+        elif kind is datatypes.Datatype.BYTES:
+            tensor.contents.bytes_contents.extend(
+                x if isinstance(x, bytes) else str(x).encode("utf-8") for x in array.ravel().tolist()
+            )
+        else:
+            getattr(tensor.contents, kind.info.grpc_contents).extend(array.ravel().tolist())
+    return message
