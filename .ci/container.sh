@@ -66,11 +66,12 @@ uid=$($ENGINE run --rm --entrypoint id modelport-serve:latest -u)
 
 bundle=$(mktemp -d)
 cid=$($ENGINE create modelport-serve:latest) && $ENGINE cp "$cid:/models/." "$bundle/" && $ENGINE rm "$cid" >/dev/null
-port=$(free_port)
-$ENGINE run -d --name $ONNX_C -p "127.0.0.1:$port:5000" modelport-serve:latest >/dev/null || die "could not start the serve image"
+port=$(free_port); gport=$(free_port)
+$ENGINE run -d --name $ONNX_C -p "127.0.0.1:$port:5000" -p "127.0.0.1:$gport:8081" modelport-serve:latest >/dev/null \
+  || die "could not start the serve image"
 if wait_ready "http://127.0.0.1:$port" 120; then
   ok "ONNX container ready on 127.0.0.1:$port"
-  if "$DEV_PY" .ci/container_check.py onnx "http://127.0.0.1:$port" "$bundle" examples/sample.jpg; then ok "ONNX predictions"; else fail "ONNX predictions"; fi
+  if GRPC_ADDRESS="127.0.0.1:$gport" "$DEV_PY" .ci/container_check.py onnx "http://127.0.0.1:$port" "$bundle" examples/sample.jpg; then ok "ONNX predictions"; else fail "ONNX predictions"; fi
 else
   $ENGINE logs $ONNX_C | tail -30; fail "ONNX container never became ready"
 fi

@@ -3,15 +3,16 @@
     python .ci/container_check.py onnx URL BUNDLE_DIR SAMPLE_JPG   # the example image classifier
     python .ci/container_check.py pmml URL                          # tests/pmml/data/claims_regression.pmml
 
-ONNX: a V2 inference (JSON and binary) and an image upload must equal onnxruntime run here on the
-bundle copied out of the image, with the image preprocessed by hand with Pillow. PMML: a V2
-inference must equal the regression written in the PMML document, computed by hand. Both: the page at
-``/`` is served from the image.
+ONNX: a V2 inference (JSON and binary, and gRPC when ``GRPC_ADDRESS`` is set) and an image upload must
+equal onnxruntime run here on the bundle copied out of the image, with the image preprocessed by hand
+with Pillow. PMML: a V2 inference must equal the regression written in the PMML document, computed by
+hand. Both: the page at ``/`` is served from the image.
 Prints one line per check and exits non-zero on any failure.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -60,6 +61,15 @@ def check_onnx(url: str, bundle: Path, sample: Path) -> None:
         got = result.as_numpy(out_name)
         err = float(np.max(np.abs(got - expected)))
         check(f"V2 infer ({'binary' if binary else 'JSON'}) equals onnxruntime", err <= 1e-6, f"max abs {err:.2g}")
+    if os.environ.get("GRPC_ADDRESS"):  # the image's V2 gRPC port, published by .ci/container.sh
+        import tritonclient.grpc as grpcclient
+
+        with grpcclient.InferenceServerClient(os.environ["GRPC_ADDRESS"]) as g:
+            inp = grpcclient.InferInput(spec["name"], list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            got = g.infer("colour-classifier", [inp]).as_numpy(out_name)
+        err = float(np.max(np.abs(got - expected)))
+        check("V2 gRPC infer (tritonclient.grpc) equals onnxruntime", err <= 1e-6, f"max abs {err:.2g}")
 
     image = manifest["image"]
     pil = Image.open(sample).convert(image["color_mode"]).resize((image["width"], image["height"]), Image.BILINEAR)
