@@ -72,9 +72,12 @@ class InferenceService:
 
     async def ModelInfer(self, request: pb.ModelInferRequest, call: CallInfo) -> pb.ModelInferResponse:
         call.model = request.model_name
-        model = self.dataplane.model(request.model_name, request.model_version)
+        version = request.model_version or None
+        model = self.dataplane.model(request.model_name, version)
         decoded, raw = v2_grpc.decode_request(request, self.settings.max_elements)
-        response = await self.dataplane.infer(model, decoded, started=call.started, deadline=call.deadline)
+        response = await self.dataplane.infer(
+            model, decoded, started=call.started, deadline=call.deadline, version=version
+        )
         return v2_grpc.encode_response(response, raw)
 
 
