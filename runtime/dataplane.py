@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from runtime.codecs.image import decode_batch, decode_image
-from runtime.errors import BadRequest, ModelportError
+from runtime.errors import BadRequest, ModelLoadError, ModelportError
 from runtime.repository import LoadedModel, ModelVersion
 from runtime.state import ServerState
 
@@ -142,6 +142,39 @@ class DataPlane:
 
     def versions(self, name: str) -> list[str]:
         return self.state.repository.versions(name)
+
+    # ---- model control (Triton's repository extension; the admin scope is checked by each protocol) ----
+    def repository_index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """``[{"name", "version", "state", "reason"}]`` for every model in the repository."""
+        return self.state.control.index(ready_only=ready_only)
+
+    async def repository_load(self, name: str, parameters: Sequence[str] = ()) -> None:
+        """Load or reload ``name`` (explicit mode only); ``BadRequest`` with the reason when it fails,
+        the old versions still serving. ``parameters``: the names of the request's load parameters."""
+        self._require_explicit("load")
+        refused = [k for k in parameters if k == "config" or k.startswith("file:")]
+        if refused:
+            raise BadRequest(f"load parameter {refused[0]!r} is not supported: put the model in the repository")
+        try:
+            await self.state.control.load(name)
+        except ModelLoadError as exc:
+            raise BadRequest(str(exc)) from None
+
+    async def repository_unload(self, name: str) -> None:
+        """Unload ``name`` once its requests in flight have finished (explicit mode only)."""
+        self._require_explicit("unload")
+        try:
+            await self.state.control.unload(name)
+        except ModelLoadError as exc:
+            raise BadRequest(str(exc)) from None
+
+    def _require_explicit(self, action: str) -> None:
+        mode = self.state.settings.model_control_mode
+        if mode != "explicit":
+            raise BadRequest(
+                f"explicit model {action} is not allowed in model control mode {mode!r} "
+                "(start the server with --model-control-mode explicit)"
+            )
 
     # ---- inference ----------------------------------------------------------------------------
     async def infer(

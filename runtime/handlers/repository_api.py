@@ -1,4 +1,4 @@
-"""Triton's model repository extension over REST: index, load, unload.
+"""Triton's model repository extension over REST: index, load, unload (thin over the data plane).
 
 ``POST /v2/repository/index`` answers a JSON list of ``{"name", "version", "state", "reason"}`` (body
 ``{"ready": true}`` lists only READY versions). ``POST /v2/repository/models/{name}/load`` loads or
@@ -15,8 +15,8 @@ from typing import Any
 from aiohttp import web
 
 from runtime.codecs.v2_json import loads
-from runtime.errors import BadRequest, ModelLoadError
-from runtime.handlers.common import MODEL, STATE, json_response
+from runtime.errors import BadRequest
+from runtime.handlers.common import MODEL, STATE, dataplane, json_response
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
@@ -29,22 +29,11 @@ async def _body(request: web.Request) -> dict[str, Any]:
     return payload
 
 
-def _require_explicit(request: web.Request, action: str) -> None:
-    mode = request.app[STATE].settings.model_control_mode
-    if mode != "explicit":
-        raise BadRequest(
-            f"explicit model {action} is not allowed in model control mode {mode!r} "
-            "(start the server with --model-control-mode explicit)"
-        )
-
-
-def _check_parameters(payload: dict[str, Any]) -> None:
+def _parameters(payload: dict[str, Any]) -> dict[str, Any]:
     parameters = payload.get("parameters", {})
     if not isinstance(parameters, dict):
         raise BadRequest('"parameters" must be an object')
-    unsupported = [k for k in parameters if k == "config" or k.startswith("file:")]
-    if unsupported:
-        raise BadRequest(f"load parameter {unsupported[0]!r} is not supported: put the model in the repository")
+    return parameters
 
 
 async def index(request: web.Request) -> web.Response:
@@ -52,30 +41,20 @@ async def index(request: web.Request) -> web.Response:
     ready = payload.get("ready", False)
     if not isinstance(ready, bool):
         raise BadRequest('"ready" must be true or false')
-    return json_response(request.app[STATE].control.index(ready_only=ready))
+    return json_response(dataplane(request).repository_index(ready_only=ready))
 
 
 async def load(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     request[MODEL] = name
-    _require_explicit(request, "load")
-    _check_parameters(await _body(request))
-    try:
-        await request.app[STATE].control.load(name)
-    except ModelLoadError as exc:
-        raise BadRequest(str(exc)) from None
+    parameters = _parameters(await _body(request))
+    await dataplane(request).repository_load(name, list(parameters))
     return json_response({})
 
 
 async def unload(request: web.Request) -> web.Response:
     name = request.match_info["name"]
     request[MODEL] = name
-    _require_explicit(request, "unload")
-    payload = await _body(request)
-    if not isinstance(payload.get("parameters", {}), dict):
-        raise BadRequest('"parameters" must be an object')
-    try:
-        await request.app[STATE].control.unload(name)
-    except ModelLoadError as exc:
-        raise BadRequest(str(exc)) from None
+    _parameters(await _body(request))
+    await dataplane(request).repository_unload(name)
     return json_response({})
