@@ -672,7 +672,7 @@ def write_report(
             "![throughput](benchmarks.png)",
             "",
             table(cells, raw, infos),
-            "## Targets (issue 6), ratios from this run",
+            "## Targets (issues 6 and 12), ratios from this run",
             "",
             "| target | measured | |",
             "|---|---|---|",
