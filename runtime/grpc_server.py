@@ -47,7 +47,7 @@ SERVICE = "inference.GRPCInferenceService"
 
 
 class InferenceService:
-    """The six V2 RPCs, each a few lines over the data plane."""
+    """The six V2 RPCs and Triton's three repository RPCs, each a few lines over the data plane."""
 
     def __init__(self, dataplane: DataPlane) -> None:
         self.dataplane = dataplane
@@ -80,6 +80,25 @@ class InferenceService:
         )
         return v2_grpc.encode_response(response, raw)
 
+    # Triton's model repository extension (the admin scope: runtime/grpc_auth.py)
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, call: CallInfo) -> pb.RepositoryIndexResponse:
+        rows = self.dataplane.repository_index(ready_only=request.ready)
+        return pb.RepositoryIndexResponse(models=[pb.RepositoryIndexResponse.ModelIndex(**row) for row in rows])
+
+    async def RepositoryModelLoad(
+        self, request: pb.RepositoryModelLoadRequest, call: CallInfo
+    ) -> pb.RepositoryModelLoadResponse:
+        call.model = request.model_name
+        await self.dataplane.repository_load(request.model_name, list(request.parameters))
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(
+        self, request: pb.RepositoryModelUnloadRequest, call: CallInfo
+    ) -> pb.RepositoryModelUnloadResponse:
+        call.model = request.model_name
+        await self.dataplane.repository_unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
 
 class CallInfo:
     """Per-call facts the RPCs and the access log share."""
@@ -99,6 +118,9 @@ RPCS: dict[str, type] = {  # RPC -> its request message
     "ServerMetadata": pb.ServerMetadataRequest,
     "ModelMetadata": pb.ModelMetadataRequest,
     "ModelInfer": pb.ModelInferRequest,
+    "RepositoryIndex": pb.RepositoryIndexRequest,
+    "RepositoryModelLoad": pb.RepositoryModelLoadRequest,
+    "RepositoryModelUnload": pb.RepositoryModelUnloadRequest,
 }
 
 
@@ -175,7 +197,8 @@ class GrpcServer:
         self.settings = settings
         limit = settings.max_body_bytes
         self.server = grpc.aio.server(
-            interceptors=[AuthInterceptor(tokens, admin_enabled)] if tokens.enabled else [],
+            # always: without tokens it still closes the repository RPCs when there is no admin token
+            interceptors=[AuthInterceptor(tokens, admin_enabled)],
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),

@@ -207,6 +207,11 @@ def _check(settings: Settings) -> list[str]:
         problems.append(f"model control mode must be one of {', '.join(CONTROL_MODES)}")
     if settings.load_models and settings.model_control_mode != "explicit":
         problems.append("--load-model needs --model-control-mode explicit")
+    if settings.model_control_mode == "explicit" and settings.workers > 1:
+        problems.append(
+            "--model-control-mode explicit needs --workers 1: a load or unload call reaches one worker only "
+            "(poll mode reloads every worker)"
+        )
     if settings.model_control_mode == "poll" and settings.repository_poll_secs <= 0:
         problems.append("--repository-poll-secs must be positive")
     if (settings.tls_cert is None) != (settings.tls_key is None):

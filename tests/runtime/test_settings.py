@@ -48,3 +48,23 @@ def test_bad_environment_value_names_the_variable(capsys):
     with pytest.raises(SystemExit):
         parse_settings(["--repository", "r"], env={"MODELPORT_MAX_ELEMENTS": "many"})
     assert "MODELPORT_MAX_ELEMENTS='many'" in capsys.readouterr().err
+
+
+def test_model_and_access_control_flags(capsys):
+    argv = ["--repository", "r", "--model-control-mode", "EXPLICIT", "--load-model", "a", "--load-model", "b"]
+    argv += ["--cors-origin", "https://x.example", "--auth-tokens-file", "t", "--auth-metrics"]
+    settings = parse_settings(argv, env={"MODELPORT_ALLOW_UNAUTHENTICATED_ADMIN": "1"})
+    assert settings.model_control_mode == "explicit" and settings.load_models == ("a", "b")
+    assert settings.cors_origins == ("https://x.example",) and settings.auth_tokens_file == Path("t")
+    assert settings.auth_metrics and settings.allow_unauthenticated_admin
+    env = {"MODELPORT_MODEL_CONTROL_MODE": "poll", "MODELPORT_REPOSITORY_POLL_SECS": "2.5"}
+    assert parse_settings(["--repository", "r"], env=env).repository_poll_secs == 2.5
+    for argv, message in [
+        (["--load-model", "a"], "--load-model needs --model-control-mode explicit"),
+        (["--tls-cert", "c"], "--tls-cert and --tls-key go together"),
+        (["--model-control-mode", "explicit", "--workers", "2"], "needs --workers 1"),
+        (["--model-control-mode", "sometimes"], "invalid choice"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_settings(["--repository", "r", *argv], env={})
+        assert message in capsys.readouterr().err
