@@ -17,16 +17,12 @@ from pathlib import Path
 
 from bundle.fetch import DownloadPolicy, repository_configured
 from bundle.manifest import Manifest
-from convert.errors import ConversionError
-from convert.formats import ConvertOptions, ImageOptions, formats
+from convert.errors import ConversionError, UsageError
+from convert.formats import ConvertOptions, GraphOptions, ImageOptions, SignatureOptions, TabularOptions, formats
 
 EXIT_USAGE = 64
 EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
-
-
-class UsageError(ConversionError):
-    exit_code = EXIT_USAGE
 
 
 class _Parser(argparse.ArgumentParser):
@@ -144,12 +140,13 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         format=args.format,
         input_shapes=parse_input_shapes(args.input_shape),
         input_dtype=args.input_dtype,
-        inputs=args.inputs,
         outputs=args.outputs,
-        signature=args.signature,
         opset=args.opset,
-        target=args.target,
-        sample_csv=args.sample,
+        format_options=[
+            GraphOptions(inputs=args.inputs),
+            SignatureOptions(signature=args.signature),
+            TabularOptions(target=args.target, sample_csv=args.sample),
+        ],
         image=ImageOptions(
             color_mode=args.color_mode,
             scale=args.scale,

@@ -32,3 +32,9 @@ class VerificationError(ConversionError):
     """The converted model's outputs differ from the source framework's beyond tolerance."""
 
     exit_code = 6
+
+
+class UsageError(ConversionError):
+    """The command line asks for something that cannot apply (a flag of another format)."""
+
+    exit_code = 64

@@ -25,7 +25,7 @@ from bundle.archive import DEFAULT_LIMITS, ExtractLimits
 from bundle.fetch import DEFAULT_POLICY, DownloadPolicy, temporary_directory
 from bundle.manifest import Manifest, Parity, SourceInfo
 from convert import bundle, detect, image
-from convert.errors import ConversionError
+from convert.errors import ConversionError, UsageError
 from convert.formats import ConversionResult, ConvertOptions, Format, get_format, register
 from convert.source import open_source
 
@@ -67,6 +67,7 @@ def convert_model(
             converters = {**plugin_converters(), **(converters or {})}
             register_converters(converters)
             found = detect.locate(root, options.format) if options.format else detect.detect(root)
+            check_format_options(found, options)
             options = dataclasses.replace(options, source_root=root if root.is_dir() else root.parent)
             output_dir = workdir / "converted"
             output_dir.mkdir()
@@ -106,6 +107,16 @@ def register_converters(converters: Mapping[str, str] | None) -> None:
             locator=functools.partial(detect.locate_in_family, family=name),
         )
         register(fmt, overwrite=True)
+
+
+def check_format_options(found: detect.Detection, options: ConvertOptions) -> None:
+    """A format's flag given for a model of another format is a mistake, not something to ignore."""
+    accepted = tuple(getattr(get_format(found.format), "options", ()))
+    wrong = [flag for flag, kind in options.given() if not (accepted and issubclass(kind, accepted))]
+    if wrong:
+        raise UsageError(
+            f"{found.path}: {', '.join(wrong)} {'does' if len(wrong) == 1 else 'do'} not apply to {found.format} models"
+        )
 
 
 def is_model_file(path: Path) -> bool:

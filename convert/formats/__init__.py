@@ -27,13 +27,14 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
 from bundle.manifest import ImagePreprocessing, TensorSpec
 
 ENTRY_POINT_GROUP = "modelport.formats"
+T = TypeVar("T")
 
 
 @dataclass
@@ -61,17 +62,45 @@ class ImageOptions:
     disable: bool = False  # --no-image: never treat an input as an image
 
 
+# ---- options each format reads on its own (``ConvertOptions.of``) ---------------------------------
+# A field's ``flag`` metadata names the command-line flag, for "--signature applies to ..." errors.
+@dataclass
+class GraphOptions:
+    """TF1 graphs (frozen GraphDef, checkpoint, SavedModel without a signature)."""
+
+    inputs: list[str] | None = field(default=None, metadata={"flag": "--inputs"})
+
+
+@dataclass
+class SignatureOptions:
+    """SavedModels."""
+
+    signature: str | None = field(default=None, metadata={"flag": "--signature"})
+
+
+@dataclass
+class TabularOptions:
+    """scikit-learn and PMML: what to serve and which rows to verify on."""
+
+    target: Literal["onnx", "pmml"] | None = field(default=None, metadata={"flag": "--target"})  # sklearn
+    sample_csv: Path | None = field(default=None, metadata={"flag": "--sample"})
+
+
+FormatOptions = GraphOptions | SignatureOptions | TabularOptions
+
+
 @dataclass
 class ConvertOptions:
+    """Options every format understands, plus ``format_options``: one object per option class
+    (``GraphOptions``...), read by the formats that declare it (``Format.options``). A post-
+    conversion step (quantization, say) adds its own field here, not a format's."""
+
     format: str | None = None  # --format override; None: detected
     input_shapes: dict[str, list[int]] = field(default_factory=dict)  # --input-shape NAME=d0,d1,...
     input_dtype: str = "FP32"  # --input-dtype, V2 datatype of --input-shape inputs
-    inputs: list[str] | None = None  # --inputs for graphs/checkpoints
     outputs: list[str] | None = None  # --outputs
-    signature: str | None = None  # --signature: the SavedModel signature to serve
     opset: int = 17
-    target: Literal["onnx", "pmml"] | None = None  # scikit-learn: pmml (default) or onnx
-    sample_csv: Path | None = None  # scikit-learn/PMML: rows to verify on
+    format_options: list[Any] = field(default_factory=list)  # GraphOptions(...), TabularOptions(...)
     image: ImageOptions = field(default_factory=ImageOptions)
     labels: list[str] | None = None  # --labels FILE (one per line)
     verify: bool = True
@@ -87,6 +116,19 @@ class ConvertOptions:
     calibration: Path | None = None  # --calibration DIR|CSV for static quantization
     min_agreement: float = 0.99  # --min-agreement: quantized top-1 agreement with the float model
     quant_rtol: float = 0.1  # --quant-rtol: quantized regression deviation, relative to the output's range
+
+    def of(self, kind: type[T]) -> T:
+        """The options of class ``kind`` that were given, else its defaults."""
+        return next((o for o in self.format_options if isinstance(o, kind)), None) or kind()
+
+    def given(self) -> list[tuple[str, type]]:
+        """(flag, option class) of every format option set to other than its default."""
+        found = []
+        for value in self.format_options:
+            for f in dataclasses.fields(value):
+                if getattr(value, f.name) != f.default:
+                    found.append((f.metadata.get("flag", f.name), type(value)))
+        return found
 
 
 @dataclass
@@ -162,6 +204,7 @@ class Format:
     converter: str
     sniffer: Callable[[Path], Detection | None] | None = None
     locator: Callable[[Path], Path] | None = None
+    options: tuple[type, ...] = ()  # the option classes its converter reads (ConvertOptions.of)
 
     def sniff(self, path: Path) -> Detection | None:
         return self.sniffer(path) if self.sniffer is not None else None

@@ -10,14 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from convert import detect
-from convert.formats import Detection, Format, register
+from convert.formats import Detection, Format, GraphOptions, SignatureOptions, TabularOptions, register
 
 
 def _directory(root: Path) -> Path:
     return root if root.is_dir() else root.parent
 
 
-def _file_format(name: str, family: str, description: str, module: str) -> Format:
+def _file_format(name: str, family: str, description: str, module: str, options: tuple[type, ...] = ()) -> Format:
     return Format(
         name=name,
         family=family,
@@ -25,10 +25,13 @@ def _file_format(name: str, family: str, description: str, module: str) -> Forma
         converter=f"convert.formats.{module}:convert",
         sniffer=detect.claimed_by(name),
         locator=lambda root: detect.locate_in_family(root, family),
+        options=options,
     )
 
 
-def _directory_format(name: str, description: str, sniffer: Callable[[Path], Detection | None]) -> Format:
+def _directory_format(
+    name: str, description: str, sniffer: Callable[[Path], Detection | None], options: tuple[type, ...]
+) -> Format:
     return Format(
         name=name,
         family=name,
@@ -36,20 +39,23 @@ def _directory_format(name: str, description: str, sniffer: Callable[[Path], Det
         converter=f"convert.formats.{name}:convert",
         sniffer=sniffer,
         locator=_directory,
+        options=options,
     )
 
 
 BUILTIN = [
     _file_format("keras_h5", "keras", "Keras .h5", "keras"),
     _file_format("keras", "keras", "Keras .keras", "keras"),
-    _directory_format("savedmodel", "TensorFlow SavedModel directory", detect.saved_model_dir),
-    _file_format("graphdef", "graphdef", "frozen GraphDef .pb", "graphdef"),
-    _directory_format("checkpoint", "TF1 checkpoint directory", detect.checkpoint_dir),
+    _directory_format(
+        "savedmodel", "TensorFlow SavedModel directory", detect.saved_model_dir, (GraphOptions, SignatureOptions)
+    ),
+    _file_format("graphdef", "graphdef", "frozen GraphDef .pb", "graphdef", (GraphOptions,)),
+    _directory_format("checkpoint", "TF1 checkpoint directory", detect.checkpoint_dir, (GraphOptions,)),
     _file_format("torchscript", "torch", "TorchScript archive", "torchscript"),
     _file_format("torch_pickle", "torch", "torch.save pickle", "torch_pickle"),
-    _file_format("sklearn", "sklearn", "scikit-learn pickle/joblib", "sklearn"),
+    _file_format("sklearn", "sklearn", "scikit-learn pickle/joblib", "sklearn", (TabularOptions,)),
     _file_format("onnx", "onnx", "ONNX", "onnx"),
-    _file_format("pmml", "pmml", "PMML", "pmml"),
+    _file_format("pmml", "pmml", "PMML", "pmml", (TabularOptions,)),
 ]
 
 for _fmt in BUILTIN:

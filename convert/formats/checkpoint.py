@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions, tf_interface
+from convert.formats import Converted, ConvertOptions, GraphOptions, tf_interface
 from convert.formats.graphdef import convert_frozen
 from convert.formats.tf_common import first_line, import_tensorflow, quiet
 
@@ -110,7 +110,7 @@ def freeze(chosen: CheckpointFiles, options: ConvertOptions, source: Path) -> tu
             raise ConversionError(f"{chosen.meta}: cannot import the meta graph: {first_line(exc)}") from exc
         if saver is None:
             saver = tf.compat.v1.train.Saver()
-    interface = tf_interface.choose(graph, source, options.inputs, options.outputs)
+    interface = tf_interface.choose(graph, source, options.of(GraphOptions).inputs, options.outputs)
     with tf.compat.v1.Session(graph=graph) as session, quiet():
         try:
             saver.restore(session, str(chosen.prefix))

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions, tf_interface
+from convert.formats import Converted, ConvertOptions, GraphOptions, tf_interface
 from convert.formats.tf_common import (
     DEFAULT_INTEGER_BOUND,
     TfInput,
@@ -89,7 +89,7 @@ def convert_frozen(
     tf = import_tensorflow()
     graph = import_graph(graph_def, source)
     if interface is None:
-        interface = tf_interface.choose(graph, source, options.inputs, options.outputs)
+        interface = tf_interface.choose(graph, source, options.of(GraphOptions).inputs, options.outputs)
     inputs = [tf_interface.resolve(graph, name, "--inputs", source) for name in interface.inputs]
     outputs = [tf_interface.resolve(graph, name, "--outputs", source) for name in interface.outputs]
     switches = inference_switches(inputs, explicit=interface.inputs_given)

@@ -44,11 +44,6 @@ from convert.formats.tf_common import (
 
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     source = Path(source)
-    if options.inputs:
-        raise ConversionError(
-            f"{source}: a Keras model names its own inputs ({source.name}); --inputs applies to frozen graphs "
-            f"and checkpoints only"
-        )
     saved_version = file_keras_version(source)
     model, library, notes = load_model(source, saved_version)
     tf = import_tensorflow()

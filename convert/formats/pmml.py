@@ -16,7 +16,7 @@ import numpy as np
 
 from bundle.manifest import Manifest, TensorSpec
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions, MakeInputs
+from convert.formats import Converted, ConvertOptions, MakeInputs, TabularOptions
 from runtime.errors import ModelLoadError
 
 MAX_SAMPLE_ROWS = 10_000  # a --sample CSV larger than this is truncated (and the notes say so)
@@ -30,7 +30,7 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
         "PMML passes through unchanged: pypmml is the only scorer, so verification proves that the runtime's "
         "PMML engine loads the document and scores the sample rows, not numerical parity"
     ]
-    make_inputs, sample_note = sample_inputs(manifest.inputs, options.sample_csv, ranges={})
+    make_inputs, sample_note = sample_inputs(manifest.inputs, options.of(TabularOptions).sample_csv, ranges={})
     notes.append(sample_note)
     return Converted(
         model_path=target,

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions, tf_interface
+from convert.formats import Converted, ConvertOptions, GraphOptions, SignatureOptions, tf_interface
 from convert.formats.checkpoint import freeze_session
 from convert.formats.graphdef import convert_frozen
 from convert.formats.tf_common import (
@@ -49,7 +49,7 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     v1_meta_graphs = tf1_meta_graphs(source)
     if v1_meta_graphs:
         return convert_tf1(source, v1_meta_graphs, options, workdir)
-    if options.inputs:
+    if options.of(GraphOptions).inputs:
         raise ConversionError(
             f"{source}: a SavedModel's inputs are its signature's keys; --inputs applies to frozen graphs, "
             f"checkpoints and TF1 SavedModels without signatures only"
@@ -60,7 +60,7 @@ def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     except Exception as exc:
         raise ConversionError(f"{source}: cannot load the SavedModel: {first_line(exc)}") from exc
     signatures = dict(getattr(loaded, "signatures", {}) or {})
-    name = pick_signature(signatures, source, options.signature)
+    name = pick_signature(signatures, source, options.of(SignatureOptions).signature)
     signature = signatures[name]
 
     input_specs = signature.structured_input_signature[1]
@@ -177,16 +177,16 @@ def convert_tf1(source: Path, meta_graphs: list[Any], options: ConvertOptions, w
         signatures = dict(meta_graph.signature_def)
         detail = {"tags": sorted(tags), "saved_by": "TensorFlow 1 (SavedModelBuilder)"}
         served: dict[str, str] | None = None
-        if not signatures and options.signature is None:
+        if not signatures and options.of(SignatureOptions).signature is None:
             # A training script's export: no signature says what the model is; find it in the graph.
-            interface = tf_interface.choose(graph, source, options.inputs, options.outputs)
+            interface = tf_interface.choose(graph, source, options.of(GraphOptions).inputs, options.outputs)
         else:
-            if options.inputs:
+            if options.of(GraphOptions).inputs:
                 raise ConversionError(
                     f"{source}: a SavedModel's inputs are its signature's keys; --inputs applies to frozen graphs, "
                     f"checkpoints and SavedModels without signatures only"
                 )
-            name = pick_signature(signatures, source, options.signature)
+            name = pick_signature(signatures, source, options.of(SignatureOptions).signature)
             signature = signatures[name]
             input_keys = sorted(signature.inputs, key=natural_key)
             output_keys = select_outputs(sorted(signature.outputs, key=natural_key), options, source)

@@ -25,7 +25,7 @@ import numpy as np
 
 from bundle.manifest import TensorSpec
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions
+from convert.formats import Converted, ConvertOptions, TabularOptions
 from convert.formats.pmml import Ranges, _version, describe_pmml, sample_inputs
 from convert.toolkit import tensor_spec
 
@@ -35,7 +35,7 @@ DEFAULT_TARGET = "y"
 def convert(source: Path, options: ConvertOptions, workdir: Path) -> Converted:
     model = load_estimator(source)
     fields = field_names(model)
-    if options.target == "onnx":
+    if options.of(TabularOptions).target == "onnx":
         return to_onnx(model, fields, source, options, Path(workdir))
     return to_pmml(model, fields, source, options, Path(workdir))
 
@@ -246,7 +246,9 @@ def to_pmml(model: Any, fields: list[str], source: Path, options: ConvertOptions
                 result[spec.name] = proba[:, _class_index(value, classes)]
         return result
 
-    make_inputs, sample_note = sample_inputs(inputs, options.sample_csv, fitted_ranges(model, fields))
+    make_inputs, sample_note = sample_inputs(
+        inputs, options.of(TabularOptions).sample_csv, fitted_ranges(model, fields)
+    )
     notes.append(sample_note)
     return Converted(
         model_path=out,
@@ -351,7 +353,7 @@ def to_onnx(model: Any, fields: list[str], source: Path, options: ConvertOptions
 
     make_columns, sample_note = sample_inputs(
         [TensorSpec(s.name, s.datatype, [-1], s.optype, s.allowed_values) for s in inputs],
-        options.sample_csv,
+        options.of(TabularOptions).sample_csv,
         fitted_ranges(model, fields),
     )
     notes.append(sample_note)

@@ -346,3 +346,20 @@ def test_errors_name_the_url_not_the_download(tmp_path: Path, onnx_file: Path) -
     message = str(info.value)
     assert message.startswith(f"{repo.url}/") and "(member model/model/tiny.onnx): bad member" in message
     assert "secret-guid" not in message and "modelport-convert-" not in message
+
+
+def test_a_format_option_for_another_format_is_refused(tmp_path: Path, onnx_file: Path) -> None:
+    """--signature (SavedModels) or --inputs (TF1 graphs) given for an ONNX file is a usage error,
+    not silently ignored; the format's own options pass."""
+    from convert.errors import UsageError
+    from convert.formats import GraphOptions, SignatureOptions
+
+    options = ConvertOptions(format_options=[SignatureOptions(signature="serve"), GraphOptions(inputs=["x"])])
+    with pytest.raises(UsageError, match=r"tiny.onnx: --signature, --inputs do not apply to onnx models") as info:
+        convert_model(onnx_file, tmp_path / "models", "m", options=options, subprocess=False)
+    assert info.value.exit_code == 64
+    assert not (tmp_path / "models" / "m").exists()
+    manifest = convert_model(
+        onnx_file, tmp_path / "models", "m", options=ConvertOptions(format_options=[GraphOptions()])
+    )
+    assert manifest.source.format == "onnx"

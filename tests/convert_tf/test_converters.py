@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 
 from convert.errors import ConversionError
-from convert.formats import Converted, ConvertOptions, get_converter
+from convert.formats import Converted, ConvertOptions, GraphOptions, get_converter
 from tests.convert_tf import builders
 
 ATOL = 1e-4
@@ -174,7 +174,9 @@ def test_graphdef_finds_inputs_and_outputs(tf_models: dict[str, builders.Saved],
 def test_graphdef_overrides(tf_models: dict[str, builders.Saved], tmp_path: Path) -> None:
     """--outputs picks an inner tensor (``x:0`` and ``x`` both accepted); its value is the softmax's input."""
     saved = tf_models["graphdef-tf1-frozen"]
-    converted = convert(saved, None, tmp_path, inputs=["x:0"], outputs=["model/logits:0", "probs"])
+    converted = convert(
+        saved, None, tmp_path, format_options=[GraphOptions(inputs=["x:0"])], outputs=["model/logits:0", "probs"]
+    )
     assert [i.name for i in converted.inputs] == ["x"]
     assert [o.name for o in converted.outputs] == ["model/logits", "probs"]
     got = onnx_predict(converted, saved.inputs)

@@ -21,7 +21,7 @@ import pytest
 from bundle.manifest import Manifest
 from convert import cli
 from convert.errors import ConversionError
-from convert.formats import ConvertOptions
+from convert.formats import ConvertOptions, GraphOptions, SignatureOptions
 from convert.pipeline import convert_model
 
 pytestmark = pytest.mark.slow
@@ -127,7 +127,9 @@ def test_outputs_option_wins(runs: dict[str, Run], tmp_path: Path) -> None:
     got = predict(tmp_path, "pred", {"x": run.expected["x"]})
     np.testing.assert_array_equal(got["predictions"], run.expected["probs"].argmax(axis=1))
 
-    manifest = convert(run.directory, tmp_path, "acc", outputs=["net/logits/BiasAdd"], inputs=["x"])
+    manifest = convert(
+        run.directory, tmp_path, "acc", outputs=["net/logits/BiasAdd"], format_options=[GraphOptions(inputs=["x"])]
+    )
     assert manifest.source.detail["interface"]["chosen"] == "--inputs/--outputs"
     logits = predict(tmp_path, "acc", {"x": run.expected["x"]})["net/logits/BiasAdd"]
     softmax = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
@@ -163,14 +165,16 @@ def test_savedmodel_two_signatures_no_default_refused_then_picked(runs: dict[str
     assert not (tmp_path / "refused").exists()
 
     for signature, output in (("classify", "probabilities"), ("embed", "embedding")):
-        manifest = convert(run.directory / "export", tmp_path, signature, signature=signature)
+        manifest = convert(
+            run.directory / "export", tmp_path, signature, format_options=[SignatureOptions(signature=signature)]
+        )
         assert manifest.source.detail["signature"] == signature
         assert [o.name for o in manifest.outputs] == [output]
         got = predict(tmp_path, signature, {"features": run.expected["features"]})
         np.testing.assert_allclose(got[output], run.expected[output], atol=ATOL)
 
     with pytest.raises(ConversionError, match=r"--signature 'predict'.*classify, embed"):
-        convert(run.directory / "export", tmp_path, "typo", signature="predict")
+        convert(run.directory / "export", tmp_path, "typo", format_options=[SignatureOptions(signature="predict")])
 
 
 def test_errors_name_the_archive_and_member_not_the_workdir(runs: dict[str, Run], tmp_path: Path) -> None:

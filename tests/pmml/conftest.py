@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from bundle.manifest import Manifest
-from convert.formats import ConvertOptions
+from convert.formats import ConvertOptions, TabularOptions
 from convert.pipeline import convert_model
 from tests.pmml.models import TrainedModels, train
 
@@ -35,7 +35,10 @@ def repository(trained: TrainedModels, tmp_path_factory: pytest.TempPathFactory)
         "forest": (trained.paths["forest"], ConvertOptions()),
         "categorical": (trained.paths["categorical"], ConvertOptions()),
         "claims": (CLAIMS_PMML, ConvertOptions()),
-        "categorical_onnx": (trained.paths["categorical"], ConvertOptions(target="onnx")),
+        "categorical_onnx": (
+            trained.paths["categorical"],
+            ConvertOptions(format_options=[TabularOptions(target="onnx")]),
+        ),
     }
     manifests = {name: convert_model(source, root / "all", name, options=opts) for name, (source, opts) in jobs.items()}
     return ConvertedRepository(root / "all", manifests)

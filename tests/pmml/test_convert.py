@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from bundle.manifest import read_manifest, sha256_file
 from convert.errors import ConversionError
-from convert.formats import ConvertOptions
+from convert.formats import ConvertOptions, TabularOptions
 from convert.pipeline import convert_model
 from tests.pmml.conftest import ConvertedRepository
 from tests.pmml.models import TrainedModels, query_frame, training_frame
@@ -81,7 +81,10 @@ def test_sample_csv_rows_are_used_for_verification(trained: TrainedModels, tmp_p
     sample = tmp_path / "rows.csv"
     query_frame(17).assign(extra="ignored").to_csv(sample, index=False)
     manifest = convert_model(
-        trained.paths["categorical"], tmp_path / "repo", "m", options=ConvertOptions(sample_csv=sample)
+        trained.paths["categorical"],
+        tmp_path / "repo",
+        "m",
+        options=ConvertOptions(format_options=[TabularOptions(sample_csv=sample)]),
     )
     assert manifest.parity.samples == 17
     assert any("verified on 17 rows of rows.csv" in note for note in manifest.parity.notes)
@@ -91,7 +94,12 @@ def test_sample_csv_without_a_field_is_refused(trained: TrainedModels, tmp_path:
     sample = tmp_path / "rows.csv"
     query_frame(5).drop(columns=["color"]).to_csv(sample, index=False)
     with pytest.raises(ConversionError, match=r"no column for field.*color"):
-        convert_model(trained.paths["categorical"], tmp_path / "repo", "m", options=ConvertOptions(sample_csv=sample))
+        convert_model(
+            trained.paths["categorical"],
+            tmp_path / "repo",
+            "m",
+            options=ConvertOptions(format_options=[TabularOptions(sample_csv=sample)]),
+        )
     assert not (tmp_path / "repo" / "m").exists()
 
 
