@@ -17,7 +17,7 @@ TORCH_INDEX ?=
 PYTEST_ARGS ?=
 ENGINE ?= $(shell command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman || echo docker))
 
-.PHONY: grpc-proto install-browser example-models install install-serve install-dev serve examples convert test lint bench clean image image-convert image-pmml image-empty image-pmml-empty
+.PHONY: grpc-proto install-browser example-models install install-serve install-dev serve examples convert score test lint bench clean image image-convert image-pmml image-empty image-pmml-empty
 
 install: install-serve install-dev
 
@@ -32,7 +32,8 @@ $(SERVE_VENV)/.stamp: runtime/requirements.txt runtime/requirements-pmml.txt run
 	touch $@
 
 # The converter + test environment. torch goes first, pinned, so nothing pulls a CUDA build.
-$(DEV_VENV)/.stamp: convert/requirements.txt convert/requirements-nodeps.txt requirements-dev.txt runtime/requirements.txt
+$(DEV_VENV)/.stamp: convert/requirements.txt convert/requirements-nodeps.txt requirements-dev.txt runtime/requirements.txt \
+		score/requirements.txt score/requirements-spark.txt
 	$(PYTHON) -m venv $(DEV_VENV)
 	$(DEV_PY) -m pip install -q --upgrade pip
 	$(DEV_PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
@@ -46,6 +47,12 @@ $(DEV_VENV)/.stamp: convert/requirements.txt convert/requirements-nodeps.txt req
 convert: install-dev
 	@test -n "$(NAME)" || { echo "usage: make convert MODEL=SOURCE NAME=NAME [REPOSITORY=models] [ARGS=...]" >&2; exit 64; }
 	$(DEV_PY) -m convert $(if $(MODEL),"$(MODEL)",--from-repository) --repository "$(REPOSITORY)" --name "$(NAME)" --version "$(VERSION)" $(ARGS)
+
+# ---- batch scoring on Spark (docs/batch.md) ---------------------------------------------------
+#   make score MODEL=NAME INPUT=table-or-image-folder OUTPUT=dir [REPOSITORY=models] [MASTER=local[*]] [ARGS="--keep id"]
+score: install-dev
+	@test -n "$(MODEL)" && test -n "$(INPUT)" && test -n "$(OUTPUT)" || { echo "usage: make score MODEL=NAME INPUT=PATH OUTPUT=PATH [REPOSITORY=models] [MASTER=...] [ARGS=...]" >&2; exit 64; }
+	$(DEV_PY) -m score "$(INPUT)" --repository "$(REPOSITORY)" --model "$(MODEL)" --output "$(OUTPUT)" $(if $(MASTER),--master "$(MASTER)") $(ARGS)
 
 # ---- example models --------------------------------------------------------------------------
 # Seeded Keras 3 models built (not committed) into build/examples/: colour_classifier.keras (64x64
@@ -91,6 +98,7 @@ bench: install-serve $(DEV_VENV)/.bench-stamp $(MLSERVER_VENV)/.stamp $(BENCH_DI
 	command -v wrk >/dev/null || { $$([ "$$(id -u)" = 0 ] || echo sudo) apt-get update -qq && \
 		$$([ "$$(id -u)" = 0 ] || echo sudo) apt-get install -y -qq wrk; }
 	$(DEV_PY) bench/run.py --models $(BENCH_DIR) --seconds $(BENCH_SECONDS)
+	$(DEV_PY) bench/score_bench.py --models $(BENCH_DIR) --write-docs
 
 # ---- images ------------------------------------------------------------------------------------
 #   make image-convert                      the converter image (modelport-convert:latest)

@@ -1,0 +1,267 @@
+"""Batch scoring on Spark (``python -m score``), steady-state rows/s against in-process references.
+
+Run with .venv/dev's python after ``bench/build_models.py`` (``make bench`` does both):
+
+    python bench/score_bench.py --models build/bench [--rows 1000000,3000000] [--images 300,900] [--write-docs]
+
+Every Spark figure comes from two input sizes scored end to end, each in a fresh Spark application
+(``local-cluster[E,1,1536]``: E executors, one core each, in JVMs apart from the driver): the slope
+(extra rows / extra seconds) is the steady-state rate, and the intercept is Spark's start-up and
+fixed cost, reported apart, in seconds. References, on the same files:
+
+* tabular MLP: one process reading the parquet with pyarrow and running onnxruntime on batches of
+  10,000 rows (onnxruntime's default threads: every core);
+* the same MLP in a plain ``mapInPandas`` job whose rows travel as pandas object columns;
+* MobileNetV2: one process decoding each JPEG with Pillow (the server's decoder) and running
+  onnxruntime on batches of 64 (default threads).
+
+Results go to BENCH_DIR/score-results.json; ``--write-docs`` puts the table into docs/batch.md
+between its ``score-bench`` markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bundle.manifest import read_manifest  # noqa: E402
+from runtime.codecs.image import decode_image, image_preprocessing  # noqa: E402
+from score.job import Job, run, session  # noqa: E402
+
+SPARK_CONF = {"spark.ui.enabled": "false", "spark.sql.files.maxPartitionBytes": str(16 << 20)}
+ROW_GROUP = 100_000
+DOC = ROOT / "docs" / "batch.md"
+START, END = "<!-- score-bench:start -->", "<!-- score-bench:end -->"
+
+
+def master(executors: int) -> str:
+    return f"local-cluster[{executors},1,1536]"
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+# ---- inputs ---------------------------------------------------------------------------------------------
+def write_table(path: Path, rows: int, width: int) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(rows)
+    with pq.ParquetWriter(path / "part-0.parquet", pa.schema([("id", pa.int64()), ("x", pa.list_(pa.float32()))])) as w:
+        for start in range(0, rows, ROW_GROUP):
+            n = min(ROW_GROUP, rows - start)
+            values = pa.array(rng.standard_normal(n * width, dtype=np.float32))
+            column = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * width), values)
+            w.write_table(pa.table({"id": np.arange(start, start + n), "x": column}), row_group_size=ROW_GROUP)
+    return path
+
+
+def write_images(path: Path, count: int) -> Path:
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(count)
+    base = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+    for i in range(count):
+        pixels = np.roll(base, i, axis=1) // 2 + rng.integers(0, 128, (224, 224, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(path / f"img-{i:05d}.jpg", quality=90)
+    return path
+
+
+# ---- references ---------------------------------------------------------------------------------------------
+def ort_session(model: Path):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+
+
+def reference_table(table: Path, model: Path) -> float:
+    session = ort_session(model)
+    name = session.get_inputs()[0].name
+    started = time.perf_counter()
+    rows = 0
+    for batch in pq.ParquetFile(table / "part-0.parquet").iter_batches(batch_size=10_000, columns=["x"]):
+        column = batch.column(0)
+        x = column.flatten().to_numpy().reshape(len(column), -1)
+        session.run(None, {name: x})
+        rows += len(column)
+    return rows / (time.perf_counter() - started)
+
+
+def reference_images(folder: Path, version_dir: Path) -> float:
+    manifest = read_manifest(version_dir)
+    spec = image_preprocessing(manifest)
+    session = ort_session(version_dir / manifest.model_file)
+    files = sorted(folder.glob("*.jpg"))
+    started = time.perf_counter()
+    for i in range(0, len(files), 64):
+        batch = np.stack([decode_image(f.read_bytes(), spec, 40_000_000) for f in files[i : i + 64]])
+        session.run(None, {spec.input: batch})
+    return len(files) / (time.perf_counter() - started)
+
+
+# ---- Spark runs -----------------------------------------------------------------------------------------------
+def score_seconds(source: Path, repository: Path, model: str, executors: int, out: Path, keep: list[str]) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    job = Job(input=str(source), repository=repository, model=model, output=str(out), master=master(executors))
+    job.keep, job.conf = keep, SPARK_CONF
+    started = time.perf_counter()
+    result = run(job)
+    seconds = time.perf_counter() - started
+    assert result.errors == 0, f"{result.errors} rows failed"
+    return seconds
+
+
+def pandas_seconds(source: Path, model: Path, executors: int, out: Path) -> float:
+    """The plain job: mapInPandas, rows as pandas object columns, np.stack, onnxruntime, lists back."""
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    spark = session(Job(input="", repository=Path("."), model="", output="", master=master(executors), conf=SPARK_CONF))
+    try:
+        spark.sparkContext.addFile(str(model))
+        name = model.name
+
+        def predict(frames):
+            import onnxruntime as ort
+            import pandas as pd
+            from pyspark import SparkFiles
+
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = 1
+            sess = ort.InferenceSession(SparkFiles.get(name), options, providers=["CPUExecutionProvider"])
+            input_name = sess.get_inputs()[0].name
+            for frame in frames:
+                x = np.stack(frame["x"].to_numpy()).astype(np.float32)
+                y = sess.run(None, {input_name: x})[0]
+                yield pd.DataFrame({"id": frame["id"], "y": list(y)})
+
+        frame = spark.read.parquet(str(source))
+        frame.mapInPandas(predict, "id long, y array<float>").write.parquet(str(out))
+    finally:
+        spark.stop()
+    return time.perf_counter() - started
+
+
+def slope(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
+    """Steady-state rows/s and the fixed cost in seconds, from two sizes."""
+    (n1, n2), (t1, t2) = sizes, seconds
+    rate = (n2 - n1) / (t2 - t1) if t2 > t1 else float("nan")
+    return rate, t1 - n1 / rate
+
+
+# ---- report ----------------------------------------------------------------------------------------------------
+def table_markdown(results: dict) -> str:
+    lines = [
+        "| workload | configuration | sizes | wall seconds | steady rows/s | start-up + fixed s | vs reference |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for workload in ("mlp", "mobilenetv2"):
+        block = results.get(workload)
+        if not block:
+            continue
+        ref = block["reference_rows_per_s"]
+        lines.append(f"| {workload} | {block['reference_name']} | {block['reference_rows']} | | {ref:,.0f} | | 1 |")
+        for row in block["runs"]:
+            sizes = " / ".join(f"{n:,}" for n in row["sizes"])
+            walls = " / ".join(f"{t:.1f}" for t in row["seconds"])
+            ratio = row["rows_per_s"] / ref
+            lines.append(
+                f"| {workload} | {row['name']} | {sizes} | {walls} | {row['rows_per_s']:,.0f} | "
+                f"{row['startup_s']:.1f} | {ratio:.2f}x |"
+            )
+    lines.append("")
+    lines.append(
+        f"Measured {results['when']} on {os.cpu_count()} cores; load average {results['load_start']:.1f} at the start, "
+        f"{results['load_end']:.1f} at the end (the machine is shared). Targets: MLP at least 0.25x the pyarrow + "
+        "onnxruntime loop and at least 2x the plain mapInPandas job; MobileNetV2 at least 0.6x the Pillow + "
+        "onnxruntime loop."
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True, help="bench/build_models.py's output directory")
+    parser.add_argument("--rows", default="1000000,3000000", help="two table sizes")
+    parser.add_argument("--images", default="300,900", help="two image-folder sizes")
+    parser.add_argument("--executors", default="1,2")
+    parser.add_argument("--write-docs", action="store_true")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
+    repository = args.models / "repo"
+    rows = [int(v) for v in args.rows.split(",")]
+    images = [int(v) for v in args.images.split(",")]
+    executors = [int(v) for v in args.executors.split(",")]
+    results: dict = {"when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_start": load()}
+    work = Path(tempfile.mkdtemp(prefix="score-bench-", dir=args.models))
+    try:
+        mlp_dir = repository / "mlp" / "1"
+        width = read_manifest(mlp_dir).inputs[0].shape[1]
+        tables = [write_table(work / f"table-{n}", n, width) for n in rows]
+        runs = []
+        for e in executors:
+            seconds = [score_seconds(t, repository, "mlp", e, work / "out", ["id"]) for t in tables]
+            rate, fixed = slope(rows, seconds)
+            runs.append({"name": f"python -m score, {e} executor(s)", "sizes": rows, "seconds": seconds})
+            runs[-1] |= {"rows_per_s": rate, "startup_s": fixed}
+            print(f"mlp score e={e}: {seconds} -> {rate:,.0f} rows/s, fixed {fixed:.1f}s", flush=True)
+        seconds = [pandas_seconds(t, mlp_dir / "model.onnx", max(executors), work / "out") for t in tables]
+        rate, fixed = slope(rows, seconds)
+        runs.append({"name": f"plain mapInPandas, {max(executors)} executors", "sizes": rows, "seconds": seconds})
+        runs[-1] |= {"rows_per_s": rate, "startup_s": fixed}
+        print(f"mlp mapInPandas: {seconds} -> {rate:,.0f} rows/s, fixed {fixed:.1f}s", flush=True)
+        reference = reference_table(tables[-1], mlp_dir / "model.onnx")
+        print(f"mlp pyarrow + onnxruntime loop: {reference:,.0f} rows/s", flush=True)
+        results["mlp"] = {
+            "reference_name": "pyarrow + onnxruntime loop, batches of 10,000",
+            "reference_rows": f"{rows[-1]:,}",
+            "reference_rows_per_s": reference,
+            "runs": runs,
+        }
+
+        net_dir = repository / "mobilenetv2" / "1"
+        folders = [write_images(work / f"images-{n}", n) for n in images]
+        runs = []
+        for e in executors:
+            seconds = [score_seconds(f, repository, "mobilenetv2", e, work / "out", ["path"]) for f in folders]
+            rate, fixed = slope(images, seconds)
+            runs.append({"name": f"python -m score, {e} executor(s)", "sizes": images, "seconds": seconds})
+            runs[-1] |= {"rows_per_s": rate, "startup_s": fixed}
+            print(f"mobilenetv2 score e={e}: {seconds} -> {rate:,.1f} images/s, fixed {fixed:.1f}s", flush=True)
+        reference = reference_images(folders[-1], net_dir)
+        print(f"mobilenetv2 Pillow + onnxruntime loop: {reference:,.1f} images/s", flush=True)
+        results["mobilenetv2"] = {
+            "reference_name": "Pillow decode + onnxruntime loop, batches of 64",
+            "reference_rows": f"{images[-1]:,}",
+            "reference_rows_per_s": reference,
+            "runs": runs,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["load_end"] = load()
+    (args.models / "score-results.json").write_text(json.dumps(results, indent=2))
+    markdown = table_markdown(results)
+    print(markdown)
+    if args.write_docs:
+        text = DOC.read_text()
+        head, _, rest = text.partition(START)
+        _, _, tail = rest.partition(END)
+        DOC.write_text(f"{head}{START}\n{markdown}\n{END}{tail}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
