@@ -28,7 +28,8 @@ import json, sys
 from pypmml import Model
 model = Model.fromFile(sys.argv[1])
 records = json.load(open(sys.argv[2]))
-json.dump([model.predict(record) for record in records], open(sys.argv[3], "w"))
+answers = [dict(model.predict(record)) for record in records]
+json.dump(answers, open(sys.argv[3], "w"), default=str)
 """
 
 
