@@ -29,6 +29,7 @@ from runtime.settings import Settings
 
 log = logging.getLogger("runtime")
 
+DYNAMIC_MODEL_ROOM = 16  # explicit/poll modes: thread-pool room for this many versions, whatever is on disk
 DEFAULT_MERGE_ROWS = 256  # batching cap for models that accept any number of rows (PMML's -1)
 
 
@@ -109,6 +110,8 @@ class ServerState:
         # one thread per model instance (twice: a reload runs the new beside the old), plus two for
         # loading and image decoding; threads start only when needed
         versions = sum(len(v) for v in find_models(repository.root).values())
+        if settings.model_control_mode != "none":  # models may be added later: room for them (threads are lazy)
+            versions = max(versions, DYNAMIC_MODEL_ROOM)
         workers = settings.instances * 2 * max(versions, 1) + 2
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
         for entry in repository.entries():
