@@ -8,8 +8,8 @@
 * **Seeded sample inputs** (``sample_inputs``) for export examples and verification alike: normal
   floats, integers in ``[0, integer_bound)`` (safe embedding indices), random booleans and strings,
   the batch axis ``batch`` rows long and unknown axes ``free_dim`` long.
-* **Diagnostics**: ``first_line`` of an exception (skipping frameworks' banners), ``versions`` of the
-  converter packages for the manifest.
+* **Diagnostics**: ``first_line`` of an exception (skipping frameworks' banners), ``captured``
+  framework output (off the terminal, at hand for messages), ``versions`` of the converter packages.
 
 Only numpy and ``bundle`` are imported at module level; ``onnx`` is imported by the callers that
 hand in its protos.
@@ -17,10 +17,15 @@ hand in its protos.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import itertools
+import logging
 import re
-from collections.abc import Iterable, Iterator, Sequence
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +228,38 @@ def first_line(exc: BaseException, *, innermost: bool = False, with_type: bool =
     if with_type:
         return f"{type(exc).__name__}: {line}" if line else type(exc).__name__
     return line or type(exc).__name__
+
+
+@dataclass
+class Captured:
+    """What a framework printed and warned while ``captured`` was active."""
+
+    output: io.StringIO
+    warnings: list[warnings.WarningMessage] = field(default_factory=list)
+
+
+@contextlib.contextmanager
+def captured(loggers: Mapping[str, int] | None = None, *, record_warnings: bool = False) -> Iterator[Captured]:
+    """Keep a framework's progress and deprecation chatter (stdout, stderr, its loggers turned
+    down to ``loggers``' levels, warnings) off the user's terminal, but at hand for error messages;
+    ``record_warnings`` keeps the warnings too (the tracer's say a trace may not generalise)."""
+    found = Captured(io.StringIO())
+    saved = {name: logging.getLogger(name).level for name in loggers or {}}
+    for name, level in (loggers or {}).items():
+        logging.getLogger(name).setLevel(level)
+    try:
+        with (
+            warnings.catch_warnings(record=record_warnings) as caught,
+            contextlib.redirect_stdout(found.output),
+            contextlib.redirect_stderr(found.output),
+        ):
+            warnings.simplefilter("always" if record_warnings else "ignore")
+            if caught is not None:
+                found.warnings = caught
+            yield found
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def versions(*modules: str) -> dict[str, str]:

@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions
 from convert.toolkit import (
     DEFAULT_INTEGER_BOUND,
+    captured,
     datatype_for,
     first_line,
     name_dynamic_dims,
@@ -81,20 +81,11 @@ def import_tensorflow() -> Any:
 
 @contextlib.contextmanager
 def quiet() -> Iterator[io.StringIO]:
-    """tf2onnx and Keras print progress and deprecation chatter; keep it for error messages only."""
-    captured = io.StringIO()
-    loggers = [logging.getLogger(name) for name in ("tf2onnx", "tensorflow", "absl")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        # tf2onnx logs unsupported ops at ERROR; our own message names them, once.
-        logger.setLevel(logging.CRITICAL)
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
-            warnings.simplefilter("ignore")
-            yield captured
-    finally:
-        for logger, level in zip(loggers, levels, strict=True):
-            logger.setLevel(level)
+    """tf2onnx and Keras print progress and deprecation chatter; keep it for error messages only.
+    tf2onnx logs unsupported ops at ERROR; our own message names them, once."""
+    loggers = dict.fromkeys(("tf2onnx", "tensorflow", "absl"), logging.CRITICAL)
+    with captured(loggers) as log:
+        yield log.output
 
 
 def base_versions() -> dict[str, str]:

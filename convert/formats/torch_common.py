@@ -11,9 +11,7 @@ torch is imported inside functions so that importing this module (e.g. for the r
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
-import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,11 +200,7 @@ def make_reference(module: Any, examples: Sequence[ExampleInput], names: Sequenc
 
 
 # ---- export -----------------------------------------------------------------------------------
-@dataclass
-class ExportLog:
-    output: io.StringIO
-    warnings: list[warnings.WarningMessage]
-
+class ExportLog(toolkit.Captured):
     def tracer_warnings(self) -> list[str]:
         """torch.jit's warnings that the trace may not generalise (a tensor read as a Python value)."""
         import torch
@@ -223,21 +217,8 @@ class ExportLog:
 def quiet_export() -> Iterator[ExportLog]:
     """The exporters print progress and deprecation chatter to stdout/stderr and the log; keep it
     (for error messages and tracing warnings) but off the user's terminal."""
-    log = ExportLog(io.StringIO(), [])
-    onnx_logger = logging.getLogger("torch.onnx")
-    level = onnx_logger.level
-    onnx_logger.setLevel(logging.ERROR)
-    try:
-        with (
-            warnings.catch_warnings(record=True) as caught,
-            contextlib.redirect_stdout(log.output),
-            contextlib.redirect_stderr(log.output),
-        ):
-            warnings.simplefilter("always")
-            log.warnings = caught
-            yield log
-    finally:
-        onnx_logger.setLevel(level)
+    with toolkit.captured({"torch.onnx": logging.ERROR}, record_warnings=True) as log:
+        yield ExportLog(log.output, log.warnings)
 
 
 def export_torchscript_exporter(
