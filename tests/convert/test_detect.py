@@ -189,6 +189,7 @@ def test_detection_imports_no_framework() -> None:
 
     code = (
         "import sys, convert.detect, convert.pipeline, convert.cli; "
+        "convert.detect.supported(); convert.cli.build_parser(); "  # every registered format loaded
         "bad = [m for m in ('tensorflow', 'torch', 'keras', 'onnxruntime') if m in sys.modules]; "
         "print(bad); sys.exit(1 if bad else 0)"
     )
