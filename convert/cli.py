@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     fetching.add_argument("--timeout", type=float, default=30.0, help="seconds per connect/read (default 30)")
     fetching.add_argument("--retries", type=int, default=4, help="retries on connection errors and 5xx (default 4)")
     parser.add_argument("--force", action="store_true", help="replace an existing version")
+    for fmt in formats():  # a plug-in format's own flags, in a group of its own
+        add_arguments = getattr(fmt, "add_arguments", None)
+        if add_arguments is not None:
+            add_arguments(parser.add_argument_group(f"{fmt.description} ({fmt.name})"))
     return parser
 
 
@@ -146,6 +150,7 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
             GraphOptions(inputs=args.inputs),
             SignatureOptions(signature=args.signature),
             TabularOptions(target=args.target, sample_csv=args.sample),
+            *plugin_options(args),
         ],
         image=ImageOptions(
             color_mode=args.color_mode,
@@ -165,6 +170,17 @@ def options_from_args(args: argparse.Namespace) -> ConvertOptions:
         min_agreement=args.min_agreement,
         quant_rtol=args.quant_rtol,
     )
+
+
+def plugin_options(args: argparse.Namespace) -> list[object]:
+    """The option objects plug-in formats build from their own flags (``options_from_args``)."""
+    found = []
+    for fmt in formats():
+        from_args = getattr(fmt, "options_from_args", None)
+        value = from_args(args) if from_args is not None else None
+        if value is not None:
+            found.append(value)
+    return found
 
 
 def summary(manifest: Manifest, target: Path) -> str:

@@ -191,6 +191,10 @@ class SourceFormat(Protocol):
         """Write ``workdir/model.onnx`` (or ``.pmml``) and describe it; runs in the conversion child."""
         ...
 
+    # Optional members (looked up with getattr): ``options``, a tuple of the option classes the
+    # converter reads with ``ConvertOptions.of``; ``add_arguments(group)``, its command-line flags;
+    # ``options_from_args(namespace)``, the option object built from them.
+
 
 @dataclass(frozen=True)
 class Format:

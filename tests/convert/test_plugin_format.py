@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from convert import detect
+from convert import cli, detect
 from convert.formats import Format, formats, load_plugins, register, unregister
 from convert.pipeline import convert_model
 
@@ -53,6 +53,27 @@ def test_plugin_is_detected_and_converted(installed: None, tmp_path: Path) -> No
     x = np.random.default_rng(0).normal(size=(4, 3)).astype(np.float32)
     session = ort.InferenceSession(str(tmp_path / "models" / "pricing" / "1" / "model.onnx"))
     np.testing.assert_allclose(session.run(["y"], {"x": x})[0], x @ np.array(WEIGHTS) + BIAS, rtol=1e-6)
+
+
+def test_plugin_flags_reach_its_converter_and_no_other(
+    installed: None,
+    tmp_path: Path,
+    onnx_file: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The plug-in's own --linear-scale is on the command line, reaches its converter, and is
+    refused for a model of another format."""
+    monkeypatch.setenv("MODELPORT_CONVERT_INPROCESS", "1")
+    path = model_file(tmp_path)
+    assert cli.main([str(path), "--repository", str(tmp_path / "models"), "--name", "p", "--linear-scale", "2"]) == 0
+    session = ort.InferenceSession(str(tmp_path / "models" / "p" / "1" / "model.onnx"))
+    x = np.ones((1, 3), dtype=np.float32)
+    np.testing.assert_allclose(session.run(["y"], {"x": x})[0], x @ (2 * np.array(WEIGHTS)) + BIAS, rtol=1e-6)
+
+    code = cli.main([str(onnx_file), "--repository", str(tmp_path / "models"), "--name", "o", "--linear-scale", "2"])
+    assert code == 64
+    assert "--linear-scale does not apply to onnx models" in capsys.readouterr().err
 
 
 def test_register_refuses_a_silent_overwrite() -> None:

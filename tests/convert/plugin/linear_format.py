@@ -7,8 +7,9 @@ through a ``modelport.formats`` entry point only: nothing in modelport names it.
 
 from __future__ import annotations
 
+import argparse
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +19,25 @@ from convert.errors import ConversionError
 from convert.formats import Converted, ConvertOptions, Detection
 
 
+@dataclass
+class LinearOptions:
+    """This format's own option: the weights are multiplied by ``scale`` (a unit change)."""
+
+    scale: float = field(default=1.0, metadata={"flag": "--linear-scale"})
+
+
 @dataclass(frozen=True)
 class LinearFormat:
     name: str = "linear_json"
     family: str = "linear_json"
     description: str = "linear model JSON"
+    options: tuple[type, ...] = (LinearOptions,)
+
+    def add_arguments(self, group: argparse._ArgumentGroup) -> None:
+        group.add_argument("--linear-scale", type=float, default=1.0, help="multiply the weights (unit change)")
+
+    def options_from_args(self, args: argparse.Namespace) -> LinearOptions:
+        return LinearOptions(scale=args.linear_scale)
 
     def sniff(self, path: Path) -> Detection | None:
         if not path.is_file() or path.suffix != ".json" or path.stat().st_size > 1 << 20:
@@ -42,7 +57,7 @@ class LinearFormat:
         from onnx import TensorProto, helper, numpy_helper
 
         spec = json.loads(Path(source).read_text())["modelport_linear"]
-        weights = np.asarray(spec["weights"], dtype=np.float32)
+        weights = np.asarray(spec["weights"], dtype=np.float32) * np.float32(options.of(LinearOptions).scale)
         bias = np.asarray(spec["bias"], dtype=np.float32)
         if weights.ndim != 2 or bias.shape != (weights.shape[1],):
             raise ConversionError(f"{source}: weights must be [in, out] and bias [out]")
