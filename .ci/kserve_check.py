@@ -1,7 +1,7 @@
 """Run a serve image exactly as a ClusterServingRuntime declares it, once per storage shape (CI's container stage).
 
     python .ci/kserve_check.py onnx BUNDLE_VERSION_DIR    # deploy/kserve/clusterservingruntime-onnx.yaml,
-                                                          # then deploy/k8s/deployment.yaml (baked model)
+                                                          # -onnx-grpc.yaml, deploy/k8s/deployment.yaml
     python .ci/kserve_check.py pmml PMML_FILE             # deploy/kserve/clusterservingruntime-pmml.yaml
 
 Everything the container gets comes from the YAML: the image, command, args with ``{{.Name}}``
@@ -34,7 +34,11 @@ sys.path.insert(0, str(ROOT))
 from tests.deploy.manifests import cluster_serving_runtime, documents  # noqa: E402
 
 ENGINE = os.environ.get("ENGINE", "podman")
-NAMES = {"onnx": "kserve-churn", "pmml": "kserve-claims"}  # an InferenceService name, unlike any stored directory
+NAMES = {
+    "onnx": "kserve-churn",
+    "onnx-grpc": "kserve-churn",
+    "pmml": "kserve-claims",
+}  # an InferenceService name, unlike any stored directory
 failures = 0
 
 
@@ -102,7 +106,7 @@ def pod_command(pod: dict, container: dict, port: int, container_name: str) -> l
         cmd += ["--memory", limits["memory"].replace("Mi", "m").replace("Gi", "g")]
     for env in container.get("env", []):
         cmd += ["-e", f"{env['name']}={env['value']}"]
-    ports = [p["containerPort"] for p in container.get("ports", []) if p.get("name") != "h2c"]
+    ports = [p["containerPort"] for p in container.get("ports", [])]  # one: Knative allows no more
     return [*cmd, "-p", f"127.0.0.1:{port}:{ports[0]}"]
 
 
@@ -303,6 +307,47 @@ def deployment(source: Path) -> None:
         subprocess.run([ENGINE, "rm", "-f", container_name], capture_output=True)
 
 
+def serve_grpc(model: Path, manifest: Path, work: Path) -> None:
+    """The gRPC runtime (clusterservingruntime-onnx-grpc.yaml): only its h2c port published, answered
+    by tritonclient.grpc like onnxruntime once the standard health service reports ready."""
+    import tritonclient.grpc as grpcclient
+
+    mounted, version = lay_out("version", model, manifest, work / "grpc" / "models")
+    subprocess.run(["chmod", "-R", "a+rX", str(work)], check=True)
+    name, port = NAMES["onnx-grpc"], free_port()
+    container_name = f"mp-ci-kserve-grpc-{os.getpid()}"
+    started = subprocess.run(run_command("onnx-grpc", mounted, port, container_name), capture_output=True, text=True)
+    try:
+        detail = started.stderr[-300:] if started.returncode else ""
+        if not check("onnx-grpc: container started as declared", started.returncode == 0, detail):
+            return
+        client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+        deadline, ready = time.monotonic() + 120, False
+        while not ready and time.monotonic() < deadline:
+            try:
+                ready = client.is_server_ready()
+            except Exception:  # not listening yet
+                time.sleep(0.5)
+        if not check(f"onnx-grpc: ready over gRPC on 127.0.0.1:{port} (the h2c port)", ready):
+            print(logs(container_name)[-2000:])
+            return
+        meta = client.get_model_metadata(name, as_json=True)
+        check(
+            "onnx-grpc: V2 gRPC metadata under the given name", meta["name"] == name and meta["versions"] == [version]
+        )
+        feed, expected = onnx_reference(model)
+        ((input_name, x),) = feed.items()
+        tensor = grpcclient.InferInput(input_name, list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        ((output_name, want),) = expected.items()
+        got = client.infer(name, [tensor]).as_numpy(output_name)
+        err = float(np.max(np.abs(got - want)))
+        check("onnx-grpc: V2 gRPC inference equals onnxruntime", err <= 1e-5, f"max abs {err:.2g}")
+        client.close()
+    finally:
+        subprocess.run([ENGINE, "rm", "-f", "-t", "5", container_name], capture_output=True)
+
+
 def main() -> None:
     fmt, source = sys.argv[1], Path(sys.argv[2])
     if fmt == "onnx":  # a bundle version directory: model.onnx + modelport.json
@@ -314,6 +359,7 @@ def main() -> None:
         for shape in ("repository", "model", "version", "file", "file-in-dir"):
             serve_once(fmt, shape, model, manifest, work, reference)
         if fmt == "onnx":
+            serve_grpc(model, manifest, work)
             ambiguous(fmt, model, work)
             without_tmp(fmt, model, work)
             deployment(source)

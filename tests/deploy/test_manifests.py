@@ -152,9 +152,11 @@ def _pre_stop_seconds(container: dict[str, Any]) -> float:
     return float(command[1]) if command[:1] == ["sleep"] else 0.0
 
 
-@pytest.mark.parametrize("fmt", ["onnx", "pmml"])
+@pytest.mark.parametrize("fmt", ["onnx", "pmml", "onnx-grpc"])
 def test_cluster_serving_runtime_runs_the_server_the_kserve_way(fmt):
+    """HTTP runtimes (onnx, pmml) and the gRPC one (onnx-grpc): one declared port each, as Knative requires."""
     runtime = cluster_serving_runtime(fmt)
+    grpc = fmt.endswith("-grpc")
     spec = runtime["spec"]
     (container,) = spec["containers"]
     assert container["name"] == "kserve-container"
@@ -164,14 +166,15 @@ def test_cluster_serving_runtime_runs_the_server_the_kserve_way(fmt):
     assert settings.model_name == "churn"
     assert str(settings.repository) == "/mnt/models"
     assert settings.port == 8080
-    assert spec["protocolVersions"][0] == "v2"
-    assert {f["name"] for f in spec["supportedModelFormats"]} == {fmt}
-    assert all(f["autoSelect"] for f in spec["supportedModelFormats"])
+    assert spec["protocolVersions"] == (["grpc-v2"] if grpc else ["v2"])
+    assert {f["name"] for f in spec["supportedModelFormats"]} == {fmt.removesuffix("-grpc")}
+    # the HTTP runtime is the one picked for an InferenceService that names no runtime
+    assert all(f["autoSelect"] is not grpc for f in spec["supportedModelFormats"])
     assert spec["annotations"] == {"prometheus.kserve.io/port": "8080", "prometheus.kserve.io/path": "/metrics"}
 
     limits, requests = container["resources"]["limits"], container["resources"]["requests"]
     assert {"cpu", "memory"} <= set(limits) and {"cpu", "memory"} <= set(requests)
-    if fmt == "onnx":  # oversubscribed intra-op threads are the usual CPU slowdown
+    if fmt.startswith("onnx"):  # oversubscribed intra-op threads are the usual CPU slowdown
         assert settings.intra_op_threads == _cpu(limits["cpu"])
 
     context = container["securityContext"]
@@ -186,12 +189,16 @@ def test_cluster_serving_runtime_runs_the_server_the_kserve_way(fmt):
 
     assert set(container) <= KNATIVE_CONTAINER_FIELDS, set(container) - KNATIVE_CONTAINER_FIELDS
     assert set(context) <= KNATIVE_SECURITY_CONTEXT_FIELDS, set(context) - KNATIVE_SECURITY_CONTEXT_FIELDS
-    for probe, path in (("readinessProbe", "/v2/health/ready"), ("livenessProbe", "/v2/health/live")):
-        assert container[probe]["httpGet"] == {"path": path, "port": 8080}
-    ports = container.get("ports", [])
-    assert [p["containerPort"] for p in ports if p["name"] != "h2c"] == [8080]
-    if "grpc-v2" in spec["protocolVersions"]:
-        assert any(p["name"] == "h2c" for p in ports)
+    (port,) = container["ports"]  # Knative: "More than one container port is set" otherwise
+    if grpc:  # KServe routes gRPC to the port named h2c; the standard health service says when it is ready
+        assert (port["name"], port["containerPort"]) == ("h2c", settings.grpc_port)
+        assert container["readinessProbe"]["grpc"] == {"port": settings.grpc_port}
+        assert container["livenessProbe"]["tcpSocket"] == {"port": settings.grpc_port}
+    else:
+        assert (port["name"], port["containerPort"]) == ("http1", settings.port)
+        assert settings.grpc_port == 0  # nothing listens that the runtime does not declare
+        for probe, path in (("readinessProbe", "/v2/health/ready"), ("livenessProbe", "/v2/health/live")):
+            assert container[probe]["httpGet"] == {"path": path, "port": settings.port}
 
 
 def test_priorities_do_not_collide_with_kserves_own_runtimes():
@@ -249,8 +256,9 @@ def test_deployment_drains_before_it_is_killed(name):
     assert float(env["MODELPORT_INTRA_OP_THREADS"]) == _cpu(container["resources"]["limits"]["cpu"])
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    port = {p["name"]: p["containerPort"] for p in container["ports"]}["http"]
-    assert int(env["PORT"]) == port
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert int(env["PORT"]) == ports["http"]
+    assert int(env["MODELPORT_GRPC_PORT"]) == ports["grpc"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
     if "MODEL_REPOSITORY" in env:  # fetched at start: into a writable volume, not the read-only root
         mounts = {m["mountPath"] for m in container["volumeMounts"]}
