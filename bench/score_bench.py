@@ -5,9 +5,11 @@ Run with .venv/dev's python after ``bench/build_models.py`` (``make bench`` does
     python bench/score_bench.py --models build/bench [--rows 1000000,3000000] [--images 300,900] [--write-docs]
 
 Every Spark figure comes from two input sizes scored end to end, each in a fresh Spark application
-(``local-cluster[E,1,1536]``: E executors, one core each, in JVMs apart from the driver): the slope
-(extra rows / extra seconds) is the steady-state rate, and the intercept is Spark's start-up and
-fixed cost, reported apart, in seconds. References, on the same files:
+(``local-cluster[E,1,1536]``: E executors, one core each, in JVMs apart from the driver), after one
+discarded warm-up application. The steady-state rate is the slope (extra rows / extra seconds) of the
+scoring job's own time (read, score, write, commit: Spark's action), which the cluster's start-up
+does not blur; the start-up and fixed cost is the intercept of the end-to-end wall time, reported
+apart, in seconds. References, on the same files:
 
 * tabular MLP: one process reading the parquet with pyarrow and running onnxruntime on batches of
   10,000 rows (onnxruntime's default threads: every core);
@@ -114,7 +116,10 @@ def reference_images(folder: Path, version_dir: Path) -> float:
 
 
 # ---- Spark runs -----------------------------------------------------------------------------------------------
-def score_seconds(source: Path, repository: Path, model: str, executors: int, out: Path, keep: list[str]) -> float:
+def score_seconds(
+    source: Path, repository: Path, model: str, executors: int, out: Path, keep: list[str]
+) -> tuple[float, float]:
+    """(end-to-end wall seconds, the scoring job's seconds)."""
     shutil.rmtree(out, ignore_errors=True)
     job = Job(input=str(source), repository=repository, model=model, output=str(out), master=master(executors))
     job.keep, job.conf = keep, SPARK_CONF
@@ -122,10 +127,10 @@ def score_seconds(source: Path, repository: Path, model: str, executors: int, ou
     result = run(job)
     seconds = time.perf_counter() - started
     assert result.errors == 0, f"{result.errors} rows failed"
-    return seconds
+    return seconds, result.job_seconds
 
 
-def pandas_seconds(source: Path, model: Path, executors: int, out: Path) -> float:
+def pandas_seconds(source: Path, model: Path, executors: int, out: Path) -> tuple[float, float]:
     """The plain job: mapInPandas, rows as pandas object columns, np.stack, onnxruntime, lists back."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -149,37 +154,55 @@ def pandas_seconds(source: Path, model: Path, executors: int, out: Path) -> floa
                 yield pd.DataFrame({"id": frame["id"], "y": list(y)})
 
         frame = spark.read.parquet(str(source))
+        writing = time.perf_counter()
         frame.mapInPandas(predict, "id long, y array<float>").write.parquet(str(out))
+        job = time.perf_counter() - writing
     finally:
         spark.stop()
-    return time.perf_counter() - started
+    return time.perf_counter() - started, job
 
 
-def slope(sizes: list[int], seconds: list[float]) -> tuple[float, float]:
-    """Steady-state rows/s and the fixed cost in seconds, from two sizes."""
-    (n1, n2), (t1, t2) = sizes, seconds
-    rate = (n2 - n1) / (t2 - t1) if t2 > t1 else float("nan")
-    return rate, t1 - n1 / rate
+def slope(sizes: list[int], timings: list[tuple[float, float]]) -> tuple[float, float]:
+    """Steady-state rows/s (from the jobs' own seconds) and the start-up + fixed cost in seconds
+    (the end-to-end wall time less the rows at that rate)."""
+    (n1, n2), ((w1, j1), (_, j2)) = sizes, timings
+    rate = (n2 - n1) / (j2 - j1) if j2 > j1 else float("nan")
+    return rate, w1 - n1 / rate
+
+
+def measure(name: str, sizes: list[int], runner) -> dict:
+    timings = [runner(i) for i in range(len(sizes))]
+    rate, fixed = slope(sizes, timings)
+    print(f"{name}: {timings} -> {rate:,.1f} rows/s, start-up + fixed {fixed:.1f}s", flush=True)
+    return {
+        "name": name,
+        "sizes": sizes,
+        "seconds": [w for w, _ in timings],
+        "job_seconds": [j for _, j in timings],
+        "rows_per_s": rate,
+        "startup_s": fixed,
+    }
 
 
 # ---- report ----------------------------------------------------------------------------------------------------
 def table_markdown(results: dict) -> str:
     lines = [
-        "| workload | configuration | sizes | wall seconds | steady rows/s | start-up + fixed s | vs reference |",
-        "|---|---|---|---|---|---|---|",
+        "| workload | configuration | sizes | wall s | job s | steady rows/s | start-up + fixed s | vs reference |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for workload in ("mlp", "mobilenetv2"):
         block = results.get(workload)
         if not block:
             continue
         ref = block["reference_rows_per_s"]
-        lines.append(f"| {workload} | {block['reference_name']} | {block['reference_rows']} | | {ref:,.0f} | | 1 |")
+        lines.append(f"| {workload} | {block['reference_name']} | {block['reference_rows']} | | | {ref:,.0f} | | 1 |")
         for row in block["runs"]:
             sizes = " / ".join(f"{n:,}" for n in row["sizes"])
             walls = " / ".join(f"{t:.1f}" for t in row["seconds"])
+            jobs = " / ".join(f"{t:.1f}" for t in row["job_seconds"])
             ratio = row["rows_per_s"] / ref
             lines.append(
-                f"| {workload} | {row['name']} | {sizes} | {walls} | {row['rows_per_s']:,.0f} | "
+                f"| {workload} | {row['name']} | {sizes} | {walls} | {jobs} | {row['rows_per_s']:,.0f} | "
                 f"{row['startup_s']:.1f} | {ratio:.2f}x |"
             )
     lines.append("")
@@ -211,18 +234,22 @@ def main(argv: list[str] | None = None) -> int:
         mlp_dir = repository / "mlp" / "1"
         width = read_manifest(mlp_dir).inputs[0].shape[1]
         tables = [write_table(work / f"table-{n}", n, width) for n in rows]
-        runs = []
-        for e in executors:
-            seconds = [score_seconds(t, repository, "mlp", e, work / "out", ["id"]) for t in tables]
-            rate, fixed = slope(rows, seconds)
-            runs.append({"name": f"python -m score, {e} executor(s)", "sizes": rows, "seconds": seconds})
-            runs[-1] |= {"rows_per_s": rate, "startup_s": fixed}
-            print(f"mlp score e={e}: {seconds} -> {rate:,.0f} rows/s, fixed {fixed:.1f}s", flush=True)
-        seconds = [pandas_seconds(t, mlp_dir / "model.onnx", max(executors), work / "out") for t in tables]
-        rate, fixed = slope(rows, seconds)
-        runs.append({"name": f"plain mapInPandas, {max(executors)} executors", "sizes": rows, "seconds": seconds})
-        runs[-1] |= {"rows_per_s": rate, "startup_s": fixed}
-        print(f"mlp mapInPandas: {seconds} -> {rate:,.0f} rows/s, fixed {fixed:.1f}s", flush=True)
+        score_seconds(tables[0], repository, "mlp", executors[0], work / "out", ["id"])  # warm-up, discarded
+        runs = [
+            measure(
+                f"python -m score, {e} executor(s)",
+                rows,
+                lambda i, e=e: score_seconds(tables[i], repository, "mlp", e, work / "out", ["id"]),
+            )
+            for e in executors
+        ]
+        runs.append(
+            measure(
+                f"plain mapInPandas, {max(executors)} executors",
+                rows,
+                lambda i: pandas_seconds(tables[i], mlp_dir / "model.onnx", max(executors), work / "out"),
+            )
+        )
         reference = reference_table(tables[-1], mlp_dir / "model.onnx")
         print(f"mlp pyarrow + onnxruntime loop: {reference:,.0f} rows/s", flush=True)
         results["mlp"] = {
@@ -234,13 +261,14 @@ def main(argv: list[str] | None = None) -> int:
 
         net_dir = repository / "mobilenetv2" / "1"
         folders = [write_images(work / f"images-{n}", n) for n in images]
-        runs = []
-        for e in executors:
-            seconds = [score_seconds(f, repository, "mobilenetv2", e, work / "out", ["path"]) for f in folders]
-            rate, fixed = slope(images, seconds)
-            runs.append({"name": f"python -m score, {e} executor(s)", "sizes": images, "seconds": seconds})
-            runs[-1] |= {"rows_per_s": rate, "startup_s": fixed}
-            print(f"mobilenetv2 score e={e}: {seconds} -> {rate:,.1f} images/s, fixed {fixed:.1f}s", flush=True)
+        runs = [
+            measure(
+                f"python -m score, {e} executor(s)",
+                images,
+                lambda i, e=e: score_seconds(folders[i], repository, "mobilenetv2", e, work / "out", ["path"]),
+            )
+            for e in executors
+        ]
         reference = reference_images(folders[-1], net_dir)
         print(f"mobilenetv2 Pillow + onnxruntime loop: {reference:,.1f} images/s", flush=True)
         results["mobilenetv2"] = {

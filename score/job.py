@@ -88,7 +88,8 @@ class Result:
     errors: int
     engine_loads: int
     worker_pids: set[int]
-    seconds: float
+    seconds: float  # everything, the Spark session's start included when run() made it
+    job_seconds: float  # the scoring job alone: read, score, write and commit
     output: str
     model: str
     version: str
@@ -339,6 +340,7 @@ def run(job: Job, spark: Any = None) -> Result:
         writer = scored.write.format(output_format).mode("overwrite" if job.overwrite else "errorifexists")
         if output_format == "csv":
             writer = writer.option("header", "true")
+        writing = time.perf_counter()
         try:
             writer.save(job.output)
         except Exception as exc:
@@ -350,6 +352,7 @@ def run(job: Job, spark: Any = None) -> Result:
             engine_loads=sum(loads.values()),
             worker_pids=set(loads),
             seconds=time.perf_counter() - started,
+            job_seconds=time.perf_counter() - writing,
             output=job.output,
             model=manifest.name,
             version=manifest.version,

@@ -171,3 +171,33 @@ def test_usage_errors_name_the_column(spark, built: Built, table: Table, tmp_pat
         run(job, spark=spark)
     with pytest.raises(ScoreError, match="no model 'missing'"):
         run(Job(input=str(table.path), repository=built.repository, model="missing", output=str(tmp_path / "o")))
+
+
+def test_csv_in_json_out(spark, built: Built, table: Table, tmp_path: Path) -> None:
+    """A CSV table (header, inferred types) scored into JSON lines: the same answers as the parquet run
+    would give, and the bad row explained the same way."""
+    rows = [0, 1, 2, 5000, 77]
+    source = tmp_path / "claims.csv"
+    lines = ["id,age,salary,car_location"] + [
+        f"{i},{table.claims[i]['age']},{table.claims[i]['salary']},{table.claims[i]['car_location']}" for i in rows
+    ]
+    source.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "scored.json"
+    result = run(
+        Job(input=str(source), repository=built.repository, model="claims", output=str(out), keep=["id"]), spark=spark
+    )
+    assert result.rows == len(rows) and result.errors == 1
+    got = {}
+    for part in out.glob("part-*.json"):
+        for line in part.read_text().splitlines():
+            record = json.loads(line)
+            got[record["id"]] = record
+    assert set(got) == set(rows)
+    assert "'garage' is not one of carpark, street" in got[5000]["error"]
+    assert "number_of_claims" not in got[5000]  # Spark's JSON writer leaves nulls out
+    for i in (0, 1, 2, 77):
+        claim = table.claims[i]
+        by_hand = 132.37 + 7.1 * claim["age"] + 0.01 * claim["salary"]
+        by_hand += {"carpark": 41.1, "street": 325.03}[claim["car_location"]]
+        assert got[i]["number_of_claims"] == pytest.approx(by_hand, rel=1e-9)
+        assert "error" not in got[i]
