@@ -3,6 +3,7 @@
 ``latency``: batch-1 calls back to back (what c=1 over HTTP could at best reach); ``rows_per_s``: rows/s with
 batch sizes 1, 8 and 32 (what adaptive batching could at best reach); ``threaded``: batch-1 calls from 8 threads
 sharing one session (onnxruntime releases the GIL), what concurrent requests without batching could reach.
+With a fourth argument (a JPEG), also the image endpoint's limit: the server's own decode, then the model.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -58,17 +60,55 @@ def main() -> None:
         runs = loop(session, feeds(batch), seconds / 3)
         best[batch] = batch * len(runs) / sum(runs)
     concurrent = threaded(session, feeds(1), seconds / 3, 8)
-    print(
-        json.dumps(
-            {
-                "rps": len(times) / times.sum(),
-                "p50_ms": float(np.percentile(times, 50) * 1e3),
-                "p99_ms": float(np.percentile(times, 99) * 1e3),
-                "rows_per_s": best,
-                "threaded_c8_rps": concurrent,
-            }
-        )
-    )
+    result = {
+        "rps": len(times) / times.sum(),
+        "p50_ms": float(np.percentile(times, 50) * 1e3),
+        "p99_ms": float(np.percentile(times, 99) * 1e3),
+        "rows_per_s": best,
+        "threaded_c8_rps": concurrent,
+    }
+    if len(sys.argv) > 4:  # an image: decode + resize with the server's own Pillow steps, then run
+        result.update(image_reference(session, Path(sys.argv[4]), seconds))
+    print(json.dumps(result))
+
+
+def image_reference(session: ort.InferenceSession, jpeg: Path, seconds: float) -> dict:
+    """The in-process limit for the image endpoint: ``runtime.codecs.image.decode_image`` (draft mode, reduce,
+    bilinear resize, float32) then ``session.run``, batch-1 back to back (c=1) and from 8 threads (best)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bundle.manifest import read_manifest
+    from runtime.codecs.image import decode_image, image_preprocessing
+
+    spec = image_preprocessing(read_manifest(Path(session._model_path).parent))
+    data = jpeg.read_bytes()
+
+    def once() -> None:
+        session.run(None, {spec.input: decode_image(data, spec, 40_000_000)[None]})
+
+    def run_for(duration: float) -> list[float]:
+        times, end = [], time.perf_counter() + duration
+        while (now := time.perf_counter()) < end:
+            once()
+            times.append(time.perf_counter() - now)
+        return times
+
+    run_for(0.3)
+    times = np.array(run_for(seconds / 2))
+    counts = [0] * 8
+
+    def work(index: int) -> None:
+        counts[index] = len(run_for(seconds / 3))
+
+    workers = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return {
+        "image_p50_ms": float(np.percentile(times, 50) * 1e3),
+        "image_rps_c1": len(times) / times.sum(),
+        "image_threaded_c8": sum(counts) / (seconds / 3),
+    }
 
 
 if __name__ == "__main__":

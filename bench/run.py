@@ -13,6 +13,7 @@ it. Writes docs/benchmarks.md (table, targets, machine) and docs/benchmarks.png,
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -284,6 +285,12 @@ def multipart(field_name: str, filename: str, data: bytes) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def image_file(models_dir: Path) -> Path:
+    """The 640x480 photo the image endpoint uploads (older builds have only the 224x224 sample)."""
+    photo = models_dir / "photo.jpg"
+    return photo if photo.is_file() else models_dir / "sample.jpg"
+
+
 def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, int]) -> list[Server]:
     bundle = models_dir / "repo" / model / "1"
     manifest = json.loads((bundle / "modelport.json").read_text())
@@ -302,7 +309,7 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
         Endpoint("V2 binary", infer, binary_body, "application/octet-stream", binary_header),
     ]
     if manifest.get("image"):
-        body, content_type = multipart("image", "sample.jpg", (models_dir / "sample.jpg").read_bytes())
+        body, content_type = multipart("image", image_file(models_dir).name, image_file(models_dir).read_bytes())
         modelport_endpoints.append(Endpoint("image", f"/api/models/{model}/image", body, content_type))
     else:
         simple = json.dumps({"inputs": {spec["name"]: x.tolist()}}).encode()
@@ -416,14 +423,47 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
             if e.api in (("V2 binary", "image") if manifest.get("image") else ("V2 JSON",))
         ],
     )
+    # N processes on one port, each with cores / N onnxruntime threads (runtime/workers.py)
+    workers = Server(
+        f"modelport --workers {THREADS}",
+        ports["workers"],
+        [
+            *modelport.command[: modelport.command.index("--port")],
+            *("--port", str(ports["workers"]), "--workers", str(THREADS), "--log-level", "warning"),
+            *("--max-batch-size", "4"),
+        ],
+        [e for e in modelport_endpoints if e.api in ("V2 JSON", "V2 binary")],
+    )
+    servers = [modelport, unbatched]
+    int8 = models_dir / "repo" / f"{model}_int8"
+    if int8.is_dir():  # the same server on the --quantize copy of the model (bench/build_models.py)
+        quantized = json.loads((int8 / "1" / "modelport.json").read_text())["parity"]["quantization"]["mode"]
+        command = [f"{model}_int8" if a == model else a for a in modelport.command]
+        servers.append(
+            Server(
+                f"modelport int8 ({quantized})",
+                ports["int8"],
+                command,
+                [
+                    dataclasses.replace(e, path=e.path.replace(f"/{model}/", f"/{model}_int8/"))
+                    for e in modelport_endpoints
+                    if e.api in ("V2 JSON", "V2 binary")
+                ],
+            )
+        )
+        servers[-1].command[servers[-1].command.index("--port") + 1] = str(ports["int8"])
+        servers[-1].command[servers[-1].command.index("--grpc-port") + 1] = "0"  # REST rows only
+    servers.append(workers)
     if model == "mlp":
-        return [modelport, unbatched, bare, mlserver, noop, flask]
-    return [modelport, unbatched, mlserver, noop, flask]
+        return [*servers, bare, mlserver, noop, flask]
+    return [*servers, mlserver, noop, flask]
 
 
 def raw_ort(model: str, models_dir: Path, seconds: float) -> dict:
     path = models_dir / "repo" / model / "1" / "model.onnx"
     command = [SERVE_PY, str(ROOT / "bench/raw_ort.py"), str(path), str(seconds), str(THREADS)]
+    if json.loads((path.parent / "modelport.json").read_text()).get("image"):
+        command.append(str(image_file(models_dir)))  # also the image endpoint's in-process limit
     result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
     result["best_rows_per_s"] = max(*result["rows_per_s"].values(), result["threaded_c8_rps"])
     result["load"] = os.getloadavg()[0]
@@ -433,6 +473,12 @@ def raw_ort(model: str, models_dir: Path, seconds: float) -> dict:
         f"  best in-process {result['best_rows_per_s']:.1f} rows/s",
         flush=True,
     )
+    if "image_p50_ms" in result:
+        print(
+            f"  {model:12} {'raw decode + ORT':22} {'image':10} c=1   {result['image_rps_c1']:9.1f} req/s"
+            f"  p50 {result['image_p50_ms']:8.3f} ms  8 threads {result['image_threaded_c8']:.1f} images/s",
+            flush=True,
+        )
     return result
 
 
@@ -468,7 +514,7 @@ def ratio(a: float | None, b: float | None) -> float | None:
 
 
 def targets(cells: list[Cell], raw: dict, infos: dict) -> list[tuple[str, str, bool | None]]:
-    """Issue 6's targets, each as (what, measured, met)."""
+    """Issue 6's and issue 15's targets, each as (what, measured, met)."""
     out: list[tuple[str, str, bool | None]] = []
 
     def add(text: str, value: float | None, goal: float, higher: bool = True, unit: str = "×") -> None:
@@ -484,15 +530,50 @@ def targets(cells: list[Cell], raw: dict, infos: dict) -> list[tuple[str, str, b
     add("MLP V2 JSON c=8 vs bare aiohttp+ORT (≥ 0.8×)", ratio(mp and mp.rps, bare and bare.rps), 0.8)
     net = "mobilenetv2"
     base = raw.get(net, {})
-    for api in ("V2 binary", "image"):
-        c1 = find(cells, net, "modelport", api, 1)
-        add(f"MobileNetV2 {api} c=1 p50 vs raw ORT (≤ 1.25×)", ratio(c1 and c1.p50_ms, base.get("p50_ms")), 1.25, False)
-    for api in ("V2 binary", "image"):
-        c8 = find(cells, net, "modelport", api, 8)
-        text = f"MobileNetV2 {api} c=8 vs raw ORT best in-process throughput (≥ 0.9×)"
-        add(text, ratio(c8 and c8.rps, base.get("best_rows_per_s")), 0.9)
-        unbatched = find(cells, net, "modelport, no batching", api, 8)
-        add(f"{text}, batching off", ratio(unbatched and unbatched.rps, base.get("best_rows_per_s")), 0.9)
+    c1 = find(cells, net, "modelport", "V2 binary", 1)
+    add(
+        "MobileNetV2 V2 binary c=1 p50 vs raw ORT batch-1 (≤ 1.15×)",
+        ratio(c1 and c1.p50_ms, base.get("p50_ms")),
+        1.15,
+        False,
+    )
+    c8 = find(cells, net, "modelport", "V2 binary", 8)
+    text = "MobileNetV2 V2 binary c=8 vs raw ORT best in-process throughput (≥ 0.9×)"
+    add(text, ratio(c8 and c8.rps, base.get("best_rows_per_s")), 0.9)
+    unbatched = find(cells, net, "modelport, no batching", "V2 binary", 8)
+    add(f"{text}, batching off", ratio(unbatched and unbatched.rps, base.get("best_rows_per_s")), 0.9)
+    # the image endpoint against the same decode (runtime/codecs/image.py) + onnxruntime in-process
+    c1 = find(cells, net, "modelport", "image", 1)
+    add(
+        "MobileNetV2 640×480 JPEG c=1 p50 vs in-process decode + ORT (≤ 1.25×)",
+        ratio(c1 and c1.p50_ms, base.get("image_p50_ms")),
+        1.25,
+        False,
+    )
+    c8 = find(cells, net, "modelport", "image", 8)
+    add(
+        "MobileNetV2 640×480 JPEG c=8 vs in-process decode + ORT, 8 threads (≥ 0.85×)",
+        ratio(c8 and c8.rps, base.get("image_threaded_c8")),
+        0.85,
+    )
+    for name, api in (("mlp", "V2 JSON"), (net, "V2 binary")):
+        float_c8 = find(cells, name, "modelport", api, 8)
+        int8_c8 = next(
+            (
+                x
+                for x in cells
+                if x.model == name and x.server.startswith("modelport int8") and x.api == api and x.concurrency == 8
+            ),
+            None,
+        )
+        add(
+            f"{name} int8 vs float, modelport {api} c=8 (speed-up, > 1×)",
+            ratio(int8_c8 and int8_c8.rps, float_c8 and float_c8.rps),
+            1.0,
+        )
+    one = find(cells, "mlp", "modelport", "V2 JSON", 8)
+    many = find(cells, "mlp", f"modelport --workers {THREADS}", "V2 JSON", 8)
+    add(f"MLP V2 JSON c=8, --workers {THREADS} vs one process (> 1×)", ratio(many and many.rps, one and one.rps), 1.0)
     best_mp = max(
         (x.rps for x in cells if x.model == net and x.server.startswith("modelport") and x.api != "V2 JSON"), default=0
     )
@@ -518,6 +599,10 @@ def targets(cells: list[Cell], raw: dict, infos: dict) -> list[tuple[str, str, b
     return out
 
 
+def image_label(record: dict) -> str:
+    return "640×480 JPEG, draft mode"
+
+
 def fmt(value: float | None) -> str:
     return f"{value:.3g}" if value else ""
 
@@ -541,6 +626,19 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             f" | 8 threads, batch 1: {r['threaded_c8_rps']:.0f} | best in-process (batched or threaded): "
             f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | | {fmt_load(r)} |",
         ]
+        if "image_p50_ms" in r:
+            lines.append(
+                f"| in-process decode ({image_label(r)}) + ORT, batch 1 | {r['image_rps_c1']:.0f} "
+                f"({r['image_p50_ms']:.3f} / ) | 8 threads: {r['image_threaded_c8']:.0f} images/s | | 0 | | | | | | | |"
+            )
+        if f"{model}_int8" in raw:
+            q = raw[f"{model}_int8"]
+            lines.append(
+                f"| raw onnxruntime, **int8** model | {q['rps']:.0f} ({q['p50_ms']:.3f} / {q['p99_ms']:.3f})"
+                f" | 8 threads, batch 1: {q['threaded_c8_rps']:.0f}"
+                f" | best in-process: {q['best_rows_per_s']:.0f} rows/s"
+                f" | 0 | {fmt(ratio(q['best_rows_per_s'], r['best_rows_per_s']))} | | | | | | {fmt_load(q)} |"
+            )
         if "after" in r:
             a = r["after"]
             lines.append(
@@ -613,6 +711,17 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict) -> str:
         cell = find(cells, model, server, api, c)
         return cell.rps if cell else None
 
+    def int8_rps(model: str, api: str) -> float | None:
+        cell = next(
+            (
+                c
+                for c in cells
+                if c.model == model and c.server.startswith("modelport int8") and c.api == api and c.concurrency == 8
+            ),
+            None,
+        )
+        return cell.rps if cell else None
+
     def x(value: float | None) -> str:
         return f"{value:.1f}×" if value else "n/a"
 
@@ -635,6 +744,10 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict) -> str:
         f"- MobileNetV2 224²: modelport {best_net or 0:.0f} req/s (best of binary tensors / image upload) = "
         f"{x(ratio(best_net, best_flask))} Flask + TensorFlow, "
         f"{x(ratio(best_net, raw.get(net, {}).get('best_rows_per_s')))} raw onnxruntime in-process.",
+        f"- int8 (`--quantize`): MLP {x(ratio(int8_rps(mlp, 'V2 JSON'), mp8))}, MobileNetV2 "
+        f"{x(ratio(int8_rps(net, 'V2 binary'), rps(net, 'modelport', 'V2 binary', 8)))} the float model's req/s (c=8); "
+        f"`--workers {THREADS}` on the MLP: "
+        f"{x(ratio(rps(mlp, f'modelport --workers {THREADS}', 'V2 JSON', 8), mp8))} one process.",
         f"- Cold start {mp_info.get('cold_start_s', 0):.1f} s vs {flask_info.get('cold_start_s', 0):.1f} s; "
         f"resident memory {mp_info.get('rss_mb', 0):.0f} MB vs {flask_info.get('rss_mb', 0):.0f} MB (Flask + TF).",
         "",
@@ -672,7 +785,7 @@ def write_report(
             "![throughput](benchmarks.png)",
             "",
             table(cells, raw, infos),
-            "## Targets (issues 6 and 12), ratios from this run",
+            "## Targets (issues 6, 12 and 15), ratios from this run",
             "",
             "| target | measured | |",
             "|---|---|---|",
@@ -718,6 +831,8 @@ def main() -> int:
     failures: list[str] = []
     for model in args.only or ["mlp", "mobilenetv2"]:
         raw[model] = raw_ort(model, args.models, args.seconds)
+        if (args.models / "repo" / f"{model}_int8").is_dir():
+            raw[f"{model}_int8"] = raw_ort(f"{model}_int8", args.models, args.seconds)
         names = (
             "modelport",
             "modelport_grpc",
@@ -727,6 +842,8 @@ def main() -> int:
             "mlserver_grpc",
             "noop",
             "flask",
+            "workers",
+            "int8",
         )
         ports = {key: free_port() for key in names}
         for server in servers_for(model, args.models, workdir, ports):

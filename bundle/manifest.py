@@ -125,6 +125,9 @@ class Manifest:
     target: str | None = None  # PMML: the target field; also the predicted-label output's name
     source: SourceInfo | None = None
     parity: Parity | None = None
+    # onnxruntime's offline-optimised copy of the ONNX file (convert/optimize.py): file, onnxruntime version,
+    # level, cpu_features, sha256. The runtime loads it instead when its onnxruntime and CPU match.
+    optimized: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -172,6 +175,26 @@ def read_manifest(version_dir: Path) -> Manifest | None:
             except (ValueError, TypeError, KeyError) as exc:
                 raise ValueError(f"{candidate}: invalid manifest: {exc}") from exc
     return None
+
+
+OPTIMIZED_FILE = "model.optimized.onnx"
+# CPU instruction set extensions that decide which kernels onnxruntime's optimised graph holds
+_CPU_FLAGS = ("sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")
+
+
+def cpu_features() -> list[str]:
+    """The instruction set extensions (of ``_CPU_FLAGS``) this CPU has, plus the architecture."""
+    import platform
+
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    except OSError:
+        pass
+    return [platform.machine(), *sorted(f for f in _CPU_FLAGS if f in flags)]
 
 
 def sha256_file(path: Path) -> str:

@@ -44,7 +44,9 @@ def check_target(repository: Path, name: str, version: str, force: bool) -> Path
     return target
 
 
-def write_bundle(repository: Path, manifest: Manifest, model_path: Path, force: bool = False) -> Path:
+def write_bundle(
+    repository: Path, manifest: Manifest, model_path: Path, force: bool = False, extra: Path | None = None
+) -> Path:
     """Copy ``model_path`` and write the manifest (sha256 filled in) as REPO/NAME/VERSION.
 
     config.pbtxt is prepared before the version is placed and renamed right after, and only when
@@ -64,6 +66,9 @@ def write_bundle(repository: Path, manifest: Manifest, model_path: Path, force: 
         _fsync(model_file)
         manifest.model_file = model_file.name
         manifest.sha256 = sha256_file(model_file)
+        if extra is not None:  # the offline-optimised model (manifest.optimized names it)
+            shutil.copyfile(extra, staging / extra.name)
+            _fsync(staging / extra.name)
         manifest.write(staging)
         os.chmod(staging, 0o755)
         if manifest.format == "onnx" and _is_newest(model_dir, manifest.version):

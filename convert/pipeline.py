@@ -78,7 +78,7 @@ def convert_model(
             exc.args = (given.scrub(str(exc)), *exc.args[1:])
             raise
         manifest = build_manifest(converted, parity, found, given.location, name, version, options)
-        bundle.write_bundle(repository, manifest, converted.model_path, force=force)
+        bundle.write_bundle(repository, manifest, converted.model_path, force=force, extra=converted.optimized_path)
     return manifest
 
 
@@ -152,6 +152,12 @@ def convert_and_verify(
         from convert import quantize
 
         converted, parity = quantize.apply(converted, parity, options, workdir)
+    if converted.format == "onnx":  # the served file, optimised once here rather than at every server start
+        from convert.optimize import write_optimized
+
+        written = write_optimized(converted.model_path, workdir)
+        if written is not None:
+            converted.optimized_path, converted.optimized = written
     return converted.result(), parity
 
 
@@ -333,6 +339,7 @@ def build_manifest(
             detail={**found.detail, **converted.detail},
         ),
         parity=parity,
+        optimized=converted.optimized,
     )
 
 

@@ -47,13 +47,14 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/v2/health/live", health.live, "v2_live", OPEN),
     Route("GET", "/v2/health/ready", health.ready, "v2_ready", OPEN),
     Route("GET", "/v2", health.server_metadata, "v2_server_metadata"),
+    # inference first among the /v2/models/{name}... routes: aiohttp tries them in this order on every request
+    Route("POST", MODEL + "/infer", v2.model_infer, "v2_model_infer"),
+    Route("POST", VERSION + "/infer", v2.model_infer, "v2_model_version_infer"),
     Route("GET", MODEL, v2.model_metadata, "v2_model_metadata"),
     Route("GET", VERSION, v2.model_metadata, "v2_model_version_metadata"),
     # V2's model readiness belongs to its health API
     Route("GET", MODEL + "/ready", health.model_ready, "v2_model_ready", OPEN),
     Route("GET", VERSION + "/ready", health.model_ready, "v2_model_version_ready", OPEN),
-    Route("POST", MODEL + "/infer", v2.model_infer, "v2_model_infer"),
-    Route("POST", VERSION + "/infer", v2.model_infer, "v2_model_version_infer"),
     Route("GET", "/api/models", simple.list_models, "simple_models"),
     Route("GET", "/api/models/{name}", simple.model_info, "simple_model_info"),
     Route("POST", "/api/models/{name}/predict", simple.predict, "simple_model_predict"),

@@ -152,6 +152,9 @@ class ConversionResult:
     notes: list[str] = field(default_factory=list)  # recorded in Parity.notes
     # Outputs compared as labels (exact match) rather than numerically.
     label_outputs: list[str] = field(default_factory=list)
+    # onnxruntime's offline-optimised copy and its manifest record (convert/optimize.py)
+    optimized_path: Path | None = None
+    optimized: dict | None = None
 
 
 @dataclass

@@ -9,6 +9,7 @@ every input means the model has a batch axis (``max_batch_size`` -1 in Triton te
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from bundle import datatypes
-from bundle.manifest import Manifest, TensorSpec, sha256_file
+from bundle.manifest import Manifest, TensorSpec, cpu_features, sha256_file
 from runtime.engines import EngineOptions
 from runtime.errors import BadRequest, InferenceError, ModelLoadError
 from runtime.validation import InputCheck
@@ -134,6 +135,34 @@ def _as_text(array: np.ndarray) -> np.ndarray:
     return array
 
 
+def _optimized_session(
+    version_dir: Path, manifest: Manifest | None, options: EngineOptions
+) -> ort.InferenceSession | None:
+    """The converter's offline-optimised graph (convert/optimize.py), loaded with graph optimisation off: most of
+    a session's creation time is that optimisation. Only with the onnxruntime version and CPU features that
+    wrote it, its sha256 intact and the default ``--graph-optimization all``; otherwise None (the plain file)."""
+    record = manifest.optimized if manifest is not None else None
+    if not record or options.graph_optimization != "all":
+        return None
+    path = version_dir / str(record.get("file", ""))
+    if record.get("onnxruntime") != ort.__version__ or record.get("cpu_features") != cpu_features():
+        log.info(
+            "%s: written by onnxruntime %s on another CPU or version; optimising at load",
+            path,
+            record.get("onnxruntime"),
+        )
+        return None
+    if path.parent != version_dir or not path.is_file() or sha256_file(path) != record.get("sha256"):
+        log.warning("%s: missing or changed (sha256); loading the plain model", path)
+        return None
+    fast = dataclasses.replace(options, graph_optimization="disable")
+    try:
+        return ort.InferenceSession(str(path), session_options(fast), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        log.warning("%s: onnxruntime cannot load it (%s); loading the plain model", path, exc)
+        return None
+
+
 def load(version_dir: Path, manifest: Manifest | None, options: EngineOptions) -> OnnxEngine:
     path = version_dir / (manifest.model_file if manifest else "model.onnx")
     if not path.is_file():
@@ -143,7 +172,9 @@ def load(version_dir: Path, manifest: Manifest | None, options: EngineOptions) -
         if actual != manifest.sha256:
             raise ModelLoadError(f"{path}: sha256 {actual} does not match the manifest's {manifest.sha256}")
     try:
-        session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])
+        session = _optimized_session(version_dir, manifest, options)
+        if session is None:
+            session = ort.InferenceSession(str(path), session_options(options), providers=["CPUExecutionProvider"])
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(f"{path}: onnxruntime cannot load it: {reason}") from exc

@@ -34,7 +34,14 @@ def test_onnx_from_model_repository_zip(tmp_path: Path, onnx_file: Path) -> None
         with repository_env(repo, model_id="17", model_version="2", guid="secret-guid"):
             manifest = convert_model(None, repository, "tiny", "3", policy=FAST)
     version_dir = repository / "tiny" / "3"
-    assert listing(repository) == ["tiny", "tiny/3", "tiny/3/model.onnx", "tiny/3/modelport.json", "tiny/config.pbtxt"]
+    assert listing(repository) == [
+        "tiny",
+        "tiny/3",
+        "tiny/3/model.onnx",
+        "tiny/3/model.optimized.onnx",  # onnxruntime's offline-optimised graph (convert/optimize.py)
+        "tiny/3/modelport.json",
+        "tiny/config.pbtxt",
+    ]
     written = read_manifest(version_dir)
     assert written == manifest
     assert written.sha256 == sha256_file(version_dir / "model.onnx")
@@ -145,7 +152,13 @@ def test_existing_version_needs_force(tmp_path: Path, onnx_file: Path) -> None:
     manifest = convert_model(other, tmp_path, "m", force=True, subprocess=False)
     assert read_manifest(tmp_path / "m" / "1") == manifest
     assert [t.name for t in manifest.inputs] == ["image"]
-    assert listing(tmp_path / "m") == ["1", "1/model.onnx", "1/modelport.json", "config.pbtxt"]
+    assert listing(tmp_path / "m") == [
+        "1",
+        "1/model.onnx",
+        "1/model.optimized.onnx",
+        "1/modelport.json",
+        "config.pbtxt",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -254,9 +267,11 @@ def test_config_describes_the_newest_version(tmp_path: Path, onnx_file: Path) ->
     assert listing(tmp_path / "models" / "m") == [
         "1",
         "1/model.onnx",
+        "1/model.optimized.onnx",
         "1/modelport.json",
         "2",
         "2/model.onnx",
+        "2/model.optimized.onnx",
         "2/modelport.json",
         "config.pbtxt",
     ]
