@@ -10,11 +10,12 @@ merged; ``max_batch_size`` -1 (PMML: any number of rows) is merged up to the ser
 Past ``max_queue`` waiting requests a new one gets 503 + Retry-After instead of queueing, and a
 request whose deadline passes gets 504 (and is dropped if it has not run yet).
 
-Models whose runs take well under a millisecond (an MLP: ~10 µs) run on the event loop itself: handing
-them to the thread pool costs two thread switches and a GIL hand-over per batch, several times the model
-(py-spy under wrk: ~35% of the server's samples in ``submit``/``_worker`` for the benchmark MLP). The
-decision follows a running average of the measured compute time, so a model that gets slower moves back
-to the pool; anything slower than ``INLINE_BELOW_S`` never blocks the loop.
+Models whose runs take well under a millisecond (a small MLP) run on the event loop itself: handing them to
+the thread pool costs two thread switches and a GIL hand-over per batch, several times the model (py-spy
+under wrk showed the pool hand-off as the largest cost; bench/notes.md has the profile). The decision
+follows a running average of the measured compute time, so a model that gets slower moves back to the
+pool; anything slower than ``INLINE_BELOW_S`` never blocks the loop. When nothing is queued and no worker
+is running, such a model runs in the request's own task (``_run_now``): no queue, future or task switch.
 """
 
 from __future__ import annotations
@@ -79,7 +80,9 @@ class Batcher:
         self.engine = engine
         self.metrics = metrics
         self.executor = executor
-        self.max_batch = max_batch if batchable(engine) else 1
+        # the engine's warm-up measured that a batch is not cheaper per row: merging would only add latency
+        pays = getattr(engine, "batching_pays", None)
+        self.max_batch = max_batch if batchable(engine) and pays is not False else 1
         self.delay_s = delay_s
         self.max_queue = max_queue
         self.instances = instances
@@ -87,7 +90,8 @@ class Batcher:
         self._waiting = 0  # live jobs in the queue (abandoned ones no longer count toward max_queue)
         self._workers: list[asyncio.Task] = []
         self._name = f"{engine.manifest.name}:{engine.manifest.version}"
-        self._compute_s = float("inf")  # running average of engine.predict's own time; inf: not measured yet
+        # running average of engine.predict's own time, seeded by the warm-up's one-row run; inf: not measured yet
+        self._compute_s = getattr(engine, "run_seconds", None) or float("inf")
         self._busy = 0  # workers between taking a job and answering it
 
     @property
@@ -250,7 +254,7 @@ class Batcher:
         results = self.engine.predict(inputs, outputs)
         took = time.perf_counter() - started
         if self._compute_s == float("inf"):
-            self._compute_s = took
+            self._compute_s = min(took, 2 * INLINE_BELOW_S)
         else:  # one run slowed by a busy machine moves the average by at most 0.1 * the threshold
             self._compute_s = 0.95 * self._compute_s + 0.05 * min(took, 2 * INLINE_BELOW_S)
         return results

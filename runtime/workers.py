@@ -1,6 +1,6 @@
 """``--workers N``: N server processes behind one port, supervised by a small parent (the pre-fork model).
 
-Why processes: one Python event loop serves a tiny model (a 32x64x10 MLP runs in ~10 us) at the speed of
+Why processes: one Python event loop serves a tiny model (an MLP that runs in microseconds) at the speed of
 its own per-request Python work, whatever the core count; a second process doubles what is available.
 Threads do not (the GIL). For a compute-bound model (MobileNetV2) onnxruntime's intra-op threads already use
 every core and more processes only add memory. docs/runtime.md ("Workers or threads") has the measurements.

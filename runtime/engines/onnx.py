@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from runtime.validation import InputCheck
 
 log = logging.getLogger("runtime.engines.onnx")
 
+PROBE_ROWS = 4  # warm-up: the batch size whose per-row cost decides whether batching pays
+BATCH_PAYS_BELOW = 0.7  # ...it pays when a row in a batch costs less than this share of a single row
 DERIVED_MAX_BATCH = 1 << 16  # a derived dynamic batch axis: large, but still a bound
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -44,8 +47,7 @@ def session_options(options: EngineOptions) -> ort.SessionOptions:
     so.graph_optimization_level = OPTIMIZATION_LEVELS[options.graph_optimization]
     so.log_severity_level = 3  # errors only: load warnings would otherwise print per model
     # No spin-waiting in the intra-op pool: spinning threads burn the cores the event loop, the image decoder
-    # and the other intra-op thread need. On 2 shared cores (make bench, MobileNetV2 V2 binary, same run):
-    # c=1 p50 57-62 -> 22-30 ms, c=8 21 -> 35-45 req/s; MLP V2 JSON c=8 unchanged or better.
+    # and the other intra-op thread need (the A/B figures are in bench/notes.md).
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return so
 
@@ -99,6 +101,8 @@ class OnnxEngine:
         self.manifest = manifest
         self._all_outputs = [o.name for o in manifest.outputs]
         self._string_inputs = {s.name for s in manifest.inputs if s.datatype == "BYTES"}
+        self.batching_pays: bool | None = None  # measured by warmup(); None: not measured
+        self.run_seconds: float | None = None  # warm-up: the best time of a one-row run
         self.validate = InputCheck(manifest)  # validate(inputs) -> inputs checked against the manifest
 
     def predict(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
@@ -122,6 +126,43 @@ class OnnxEngine:
             else:
                 feed[spec.name] = np.zeros(shape, dtype=datatypes.Datatype(spec.datatype).numpy)
         self.predict(feed)
+        self.batching_pays = self._batching_pays(feed)
+
+    def _batching_pays(self, single: dict[str, np.ndarray]) -> bool | None:
+        """Whether a batch of ``PROBE_ROWS`` costs clearly less per row than single rows (best of two runs each).
+
+        Merging requests costs a concatenation, a split and a wait for the batch; it pays only where onnxruntime
+        runs a batch cheaper per row (small models, where per-call overhead dominates). A large convnet on few
+        cores runs a batch at about the per-row cost of single rows, and then merging only adds latency and
+        the memory of the largest batch. None: the model has no batch axis to probe."""
+        cap = self.manifest.max_batch_size
+        if cap == 0 or any(not s.shape or s.shape[0] != -1 for s in self.manifest.inputs):
+            return None
+        rows = min(PROBE_ROWS, cap) if cap > 0 else PROBE_ROWS
+        if rows < 2:
+            return None
+        batch = {k: np.concatenate([v] * rows) for k, v in single.items()}
+
+        def best(feed: dict[str, np.ndarray]) -> float:
+            times = []
+            for _ in range(2):
+                started = time.perf_counter()
+                self.predict(feed)
+                times.append(time.perf_counter() - started)
+            return min(times)
+
+        one, many = best(single), best(batch) / rows
+        self.run_seconds = one
+        pays = many < BATCH_PAYS_BELOW * one
+        log.info(
+            "%s: a batch of %d costs %.3g ms per row, one row %.3g ms: adaptive batching %s",
+            self.manifest.name,
+            rows,
+            many * 1e3,
+            one * 1e3,
+            "on" if pays else "off",
+        )
+        return pays
 
     def close(self) -> None:
         self.session = None  # type: ignore[assignment]
