@@ -122,7 +122,7 @@ class Batcher:
         first = next(iter(inputs.values()), None)
         batched = self.engine.manifest.max_batch_size != 0 and first is not None and first.ndim > 0
         rows = int(first.shape[0]) if batched else 1  # type: ignore[union-attr]
-        if not self._waiting and not self._busy and self._inline(inputs):
+        if not self._waiting and not self._busy and not self.delay_s and self._inline(inputs):
             return self._run_now(inputs, outputs, rows)
         loop = asyncio.get_running_loop()
         job = _Job(inputs, tuple(outputs) if outputs else None, loop.create_future(), time.perf_counter(), rows)
@@ -151,9 +151,9 @@ class Batcher:
     ) -> dict[str, np.ndarray]:
         """The fast path of a tiny model on an idle queue: run in the caller's task, right now.
 
-        Nothing is waiting and no worker is running, so queueing would only add two event-loop turns, a
-        future and a task switch per request (the largest per-request cost py-spy showed on the
-        benchmark MLP) and could merge nothing; a deadline cannot pass during a synchronous run."""
+        Nothing is waiting, no worker is running and no batch delay was asked for, so queueing would only add
+        two event-loop turns, a future and a task switch per request (the largest per-request cost py-spy
+        showed on the benchmark MLP) and could merge nothing; a deadline cannot pass during a synchronous run."""
         metrics = self.metrics
         metrics.queue_us.observe(0.0)
         started = time.perf_counter()
