@@ -6,7 +6,7 @@ file with graph optimisation off when it runs the same onnxruntime version on a 
 set extensions, and the original file with full optimisation otherwise (runtime/engines/onnx.py): the
 optimised graph at level "all" holds kernels chosen for this CPU (e.g. AVX-512 NCHWc blocks), and onnxruntime
 only supports reading it back with the version that wrote it. Level "extended" would be portable across
-CPUs but loses the layout optimisation, which made MobileNetV2 2.7x slower per run (docs/benchmarks.md).
+CPUs but loses the layout optimisation, which made MobileNetV2 much slower per run (bench/notes.md).
 """
 
 from __future__ import annotations
