@@ -78,7 +78,9 @@ def _serve(version_dir: Path, x: np.ndarray) -> np.ndarray:
 
 def test_dynamic_quantization_passes_the_gate_and_serves(tmp_path: Path) -> None:
     source = classifier(tmp_path / "c.onnx")
-    manifest = convert_model(source, tmp_path / "repo", "c", options=ConvertOptions(quantize="dynamic"))
+    manifest = convert_model(
+        source, tmp_path / "repo", "c", options=ConvertOptions(quantize="dynamic"), subprocess=False
+    )
     version_dir = tmp_path / "repo" / "c" / "1"
     record = manifest.parity.quantization
     assert record["mode"] == "dynamic" and record["samples"] == 200
@@ -115,12 +117,14 @@ def test_a_model_that_fails_the_gate_is_refused(tmp_path: Path) -> None:
     source = classifier(tmp_path / "ties.onnx", near_ties=True)
     repository = tmp_path / "repo"
     with pytest.raises(VerificationError) as info:
-        convert_model(source, repository, "t", options=ConvertOptions(quantize="dynamic"))
+        convert_model(source, repository, "t", options=ConvertOptions(quantize="dynamic"), subprocess=False)
     message = str(info.value)
     assert "output 'probs': top-1 agreement with the float model" in message and "--min-agreement 99.0%" in message
     assert listing(repository) == []  # refused like a parity failure: nothing written
     # the same model converts when the gate is lowered on purpose, and records what it measured
-    manifest = convert_model(source, repository, "t", options=ConvertOptions(quantize="dynamic", min_agreement=0))
+    manifest = convert_model(
+        source, repository, "t", options=ConvertOptions(quantize="dynamic", min_agreement=0), subprocess=False
+    )
     assert manifest.parity.quantization["top1_agreement"] < 0.99
 
 
