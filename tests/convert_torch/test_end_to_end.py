@@ -194,7 +194,10 @@ def test_state_dict_from_repository_fails_cleanly(torch_models: Artifacts, tmp_p
         with repository_env(repo, model_id="7") as env:
             result = run_cli("--repository", str(repository), "--name", "mlp", "--input-shape", "x=1,6", env=env)
     assert result.returncode == 2, result.stderr
-    assert "mlp_state_dict.pt: holds a bare state_dict" in result.stderr
+    # named as the user knows it: the repository URL (GUID redacted) and the member, not a temp path
+    assert f"error: {repo.url}/?modelId=7" in result.stderr and "guid=REDACTED" in result.stderr
+    assert "(member model/model/mlp_state_dict.pt): holds a bare state_dict" in result.stderr
+    assert "modelport-convert-" not in result.stderr
     assert "torch.jit.save" in result.stderr
     assert not repository.exists() or not any(repository.iterdir())
 
