@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pyspark
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -158,7 +159,9 @@ def pandas_seconds(source: Path, model: Path, executors: int, out: Path) -> tupl
         frame.mapInPandas(predict, "id long, y array<float>").write.parquet(str(out))
         job = time.perf_counter() - writing
     finally:
+        app = spark.sparkContext.applicationId
         spark.stop()
+        shutil.rmtree(Path(pyspark.__file__).parent / "work" / app, ignore_errors=True)
     return time.perf_counter() - started, job
 
 

@@ -359,7 +359,12 @@ def run(job: Job, spark: Any = None) -> Result:
         )
     finally:
         if own and spark is not None:
+            app, local_cluster = spark.sparkContext.applicationId, spark.sparkContext.master.startswith("local-cluster")
             spark.stop()
+            if local_cluster:  # its workers keep the application's files under $SPARK_HOME/work
+                import pyspark
+
+                shutil.rmtree(Path(pyspark.__file__).parent / "work" / app, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
