@@ -206,9 +206,12 @@ def sha256_file(path: Path) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``path`` whole or not at all. World-readable like the model file beside it (mkstemp's 0600
+    would leave the manifest unreadable to a server running as another user, e.g. on a shared volume)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "w") as f:
             f.write(text)
         os.replace(tmp, path)

@@ -378,3 +378,11 @@ def test_a_format_option_for_another_format_is_refused(tmp_path: Path, onnx_file
         onnx_file, tmp_path / "models", "m", options=ConvertOptions(format_options=[GraphOptions()])
     )
     assert manifest.source.format == "onnx"
+
+
+def test_bundle_files_are_readable_by_other_users(tmp_path: Path) -> None:
+    """A server running as another user (a container's uid, a shared volume) must read every file."""
+    from bundle.manifest import write_text_atomic
+
+    written = write_text_atomic(tmp_path / "modelport.json", "{}")
+    assert written.stat().st_mode & 0o777 == 0o644
