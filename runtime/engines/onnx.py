@@ -30,6 +30,7 @@ log = logging.getLogger("runtime.engines.onnx")
 
 PROBE_ROWS = 4  # warm-up: the batch size whose per-row cost decides whether batching pays
 BATCH_PAYS_BELOW = 0.7  # ...it pays when a row in a batch costs less than this share of a single row
+PROBE_MAX_SECONDS = 0.25  # ...probed only when one run is quicker than this: the probe costs four more runs
 DERIVED_MAX_BATCH = 1 << 16  # a derived dynamic batch axis: large, but still a bound
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -125,7 +126,14 @@ class OnnxEngine:
                 feed[spec.name] = np.full(shape, "", dtype=object)
             else:
                 feed[spec.name] = np.zeros(shape, dtype=datatypes.Datatype(spec.datatype).numpy)
+        started = time.perf_counter()
         self.predict(feed)
+        first = time.perf_counter() - started
+        if first > PROBE_MAX_SECONDS:
+            # Four more runs of a slow model would hold up readiness (and a SIGTERM during the load) for
+            # seconds; batching stays on, as it was before the probe existed.
+            log.info("%s: one run took %.3g s: adaptive batching left on without probing", self.manifest.name, first)
+            return
         self.batching_pays = self._batching_pays(feed)
 
     def _batching_pays(self, single: dict[str, np.ndarray]) -> bool | None:
