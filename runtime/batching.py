@@ -80,9 +80,11 @@ class Batcher:
         self.engine = engine
         self.metrics = metrics
         self.executor = executor
-        # the engine's warm-up measured that a batch is not cheaper per row: merging would only add latency
+        # the engine's warm-up measured that a batch is not cheaper per row: merging would only add latency.
+        # A batch delay the operator asked for (--batch-delay-ms) means "merge": it overrules the probe, whose
+        # few timed runs a busy machine can mislead.
         pays = getattr(engine, "batching_pays", None)
-        self.max_batch = max_batch if batchable(engine) and pays is not False else 1
+        self.max_batch = max_batch if batchable(engine) and (pays is not False or delay_s > 0) else 1
         self.delay_s = delay_s
         self.max_queue = max_queue
         self.instances = instances
