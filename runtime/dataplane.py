@@ -35,7 +35,7 @@ from runtime.state import ServerState
 
 SERVER_NAME = "modelport"
 SERVER_VERSION = "0.1.0"  # pyproject.toml's version
-EXTENSIONS = ["binary_tensor_data", "metrics"]
+EXTENSIONS = ["binary_tensor_data", "metrics", "model_repository"]  # as Triton names them
 
 
 @dataclass

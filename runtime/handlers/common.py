@@ -34,10 +34,6 @@ def settings(request: web.Request) -> Settings:
     return request.app[STATE].settings
 
 
-def deadline(request: web.Request) -> float | None:
-    return request.get(DEADLINE)
-
-
 def named(request: web.Request) -> tuple[str, str | None]:
     """``{name}`` and ``{version}`` from the path (recorded for the access log)."""
     name = request.match_info["name"]

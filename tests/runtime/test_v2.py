@@ -36,6 +36,7 @@ def test_health_and_server_metadata(client, server):
     meta = client.get_server_metadata()
     assert meta["name"] == "modelport"
     assert "binary_tensor_data" in meta["extensions"]
+    assert "model_repository" in meta["extensions"]  # the repository API (index/load/unload) exists
     assert client.is_model_ready("mlp")
     assert client.is_model_ready("mlp", "1")
 
