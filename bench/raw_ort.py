@@ -1,9 +1,12 @@
-"""Raw onnxruntime in-process, the limit: ``python bench/raw_ort.py MODEL.onnx SECONDS THREADS`` prints JSON.
+"""Raw onnxruntime in-process, the limit: ``python bench/raw_ort.py [--quick] MODEL.onnx SECONDS THREADS [JPEG]``
+prints JSON.
 
 ``latency``: batch-1 calls back to back (what c=1 over HTTP could at best reach); ``rows_per_s``: rows/s with
 batch sizes 1, 8 and 32 (what adaptive batching could at best reach); ``threaded``: batch-1 calls from 8 threads
 sharing one session (onnxruntime releases the GIL), what concurrent requests without batching could reach.
 With a fourth argument (a JPEG), also the image endpoint's limit: the server's own decode, then the model.
+``--quick`` (the paired rounds of bench/run.py) measures only the batch-1 p50, the best in-process rows/s
+(8 threads, or batches of 8) and the image limit.
 """
 
 from __future__ import annotations
@@ -42,7 +45,9 @@ def threaded(session: ort.InferenceSession, feeds: dict, seconds: float, threads
 
 
 def main() -> None:
-    path, seconds, threads = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    quick = sys.argv[1] == "--quick"  # the paired rounds (bench/run.py): only what the targets compare with
+    args = sys.argv[2:] if quick else sys.argv[1:]
+    path, seconds, threads = args[0], float(args[1]), int(args[2])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
@@ -55,6 +60,17 @@ def main() -> None:
 
     loop(session, feeds(1), 0.3)  # warm-up
     times = np.array(loop(session, feeds(1), seconds))
+    if quick:
+        result = {
+            "p50_ms": float(np.percentile(times, 50) * 1e3),
+            "threaded_c8_rps": threaded(session, feeds(1), seconds / 2, 8),
+        }
+        runs = loop(session, feeds(8), seconds / 2)
+        result["best_rows_per_s"] = max(result["threaded_c8_rps"], 8 * len(runs) / sum(runs))
+        if len(args) > 3:
+            result.update(image_reference(session, Path(args[3]), seconds))
+        print(json.dumps(result))
+        return
     best = {}
     for batch in (1, 8, 32):
         runs = loop(session, feeds(batch), seconds / 3)
@@ -67,8 +83,8 @@ def main() -> None:
         "rows_per_s": best,
         "threaded_c8_rps": concurrent,
     }
-    if len(sys.argv) > 4:  # an image: decode + resize with the server's own Pillow steps, then run
-        result.update(image_reference(session, Path(sys.argv[4]), seconds))
+    if len(args) > 3:  # an image: decode + resize with the server's own Pillow steps, then run
+        result.update(image_reference(session, Path(args[3]), seconds))
     print(json.dumps(result))
 
 

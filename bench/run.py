@@ -38,6 +38,7 @@ GUNICORN = str(ROOT / ".venv/dev/bin/gunicorn")
 CONCURRENCY = (1, 8, 32)
 GRPC_CONCURRENCY = (1, 8)
 GRPC_INFER = "/inference.GRPCInferenceService/ModelInfer"
+MODELS = ("mlp", "mobilenetv2")
 THREADS = os.cpu_count() or 2
 
 
@@ -191,28 +192,35 @@ def stop(process: subprocess.Popen) -> None:
         pass
 
 
-def measure_server(model: str, server: Server, seconds: float, workdir: Path) -> tuple[list[Cell], dict]:
+def start_server(model: str, server: Server, workdir: Path) -> tuple[subprocess.Popen, float]:
+    """Start ``server`` and wait for its first successful answer; (process, cold start in seconds)."""
     log = open(workdir / f"{model}-{server.name.replace(' ', '_')}.log", "wb")  # noqa: SIM115
     start = time.perf_counter()
     process = subprocess.Popen(
         server.command, cwd=server.cwd, env={**os.environ, **server.env}, stdout=log, stderr=log, start_new_session=True
     )
-    cells: list[Cell] = []
+    log.close()  # the child has its own descriptor
+    first = server.endpoints[0]
+    url = f"http://127.0.0.1:{server.port}{first.path}"
+    while not post(url, first):
+        if process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited {process.returncode}; see {log.name}")
+        if time.perf_counter() - start > 180:
+            stop(process)
+            raise RuntimeError(f"{server.name} gave no answer in 180 s; see {log.name}")
+        time.sleep(0.02)
+    return process, time.perf_counter() - start
+
+
+def measure_server(model: str, server: Server, seconds: float, workdir: Path) -> tuple[list[Cell], dict]:
     info: dict = {"model": model, "server": server.name, "load": os.getloadavg()[0]}
+    process, info["cold_start_s"] = start_server(model, server, workdir)
+    cells: list[Cell] = []
     try:
-        first = server.endpoints[0]
-        url = f"http://127.0.0.1:{server.port}{first.path}"
-        while not post(url, first):
-            if process.poll() is not None:
-                raise RuntimeError(f"{server.name} exited {process.returncode}; see {log.name}")
-            if time.perf_counter() - start > 180:
-                raise RuntimeError(f"{server.name} gave no answer in 180 s; see {log.name}")
-            time.sleep(0.02)
-        info["cold_start_s"] = time.perf_counter() - start
         for endpoint in server.endpoints:
             url = f"http://127.0.0.1:{server.port}{endpoint.path}"
             if not post(url, endpoint, timeout=30):
-                raise RuntimeError(f"{server.name} {endpoint.api}: the request fails; see {log.name}")
+                raise RuntimeError(f"{server.name} {endpoint.api}: the request fails; see the log in {workdir}")
             drive(url, endpoint, 8, min(1.0, seconds), workdir)  # warm-up
             for concurrency in GRPC_CONCURRENCY if endpoint.grpc_port else CONCURRENCY:
                 r = drive(url, endpoint, concurrency, seconds, workdir)
@@ -235,8 +243,177 @@ def measure_server(model: str, server: Server, seconds: float, workdir: Path) ->
         info["rss_mb"] = process_tree_rss_mb(process.pid)
     finally:
         stop(process)
-        log.close()
     return cells, info
+
+
+# ---- paired rounds: each target's two sides measured alternately, in the same minutes ----------------------
+PAIR_ROUNDS = 3
+# what bench/raw_ort.py --quick reports, and the concurrency each stands for (batch-1 back to back, or the best)
+RAW_SIDES = {"p50_ms": 1, "image_p50_ms": 1, "best_rows_per_s": 8, "image_threaded_c8": 8}
+
+
+@dataclass(frozen=True)
+class PairTarget:
+    """A target read from the paired rounds: the ratio ``a / b`` of two measurements, per round."""
+
+    text: str
+    goal: float
+    higher: bool  # True: the ratio must be at least ``goal``; False: at most
+    model: str
+    a: tuple[str, str, int, str]  # (server, api, concurrency, "rps" | "p50_ms"); server "raw": raw onnxruntime
+    b: tuple[str, str, int, str]
+
+
+PAIR_TARGETS = (
+    PairTarget(
+        "MLP V2 JSON c=8 vs bare aiohttp+ORT (≥ 0.8×)",
+        0.8,
+        True,
+        "mlp",
+        ("modelport", "V2 JSON", 8, "rps"),
+        ("bare aiohttp+ORT", "V2 JSON", 8, "rps"),
+    ),
+    PairTarget(
+        "MLP gRPC c=8 vs the no-op grpc.aio ceiling (≥ 0.75×)",
+        0.75,
+        True,
+        "mlp",
+        ("modelport", "gRPC", 8, "rps"),
+        ("no-op grpc.aio", "gRPC", 8, "rps"),
+    ),
+    PairTarget(
+        "mlp int8 vs float, modelport V2 JSON c=8 (speed-up, > 1×)",
+        1.0,
+        True,
+        "mlp",
+        ("modelport int8 (dynamic)", "V2 JSON", 8, "rps"),
+        ("modelport", "V2 JSON", 8, "rps"),
+    ),
+    PairTarget(
+        "MobileNetV2 V2 binary c=1 p50 vs raw ORT batch-1 (≤ 1.15×)",
+        1.15,
+        False,
+        "mobilenetv2",
+        ("modelport", "V2 binary", 1, "p50_ms"),
+        ("raw", "", 1, "p50_ms"),
+    ),
+    PairTarget(
+        "MobileNetV2 V2 binary c=8 vs raw ORT best in-process throughput (≥ 0.9×)",
+        0.9,
+        True,
+        "mobilenetv2",
+        ("modelport", "V2 binary", 8, "rps"),
+        ("raw", "", 8, "best_rows_per_s"),
+    ),
+    PairTarget(
+        "MobileNetV2 gRPC c=1 p50 vs raw ORT (≤ 1.2×)",
+        1.2,
+        False,
+        "mobilenetv2",
+        ("modelport", "gRPC", 1, "p50_ms"),
+        ("raw", "", 1, "p50_ms"),
+    ),
+    PairTarget(
+        "MobileNetV2 640×480 JPEG c=1 p50 vs in-process decode + ORT (≤ 1.25×)",
+        1.25,
+        False,
+        "mobilenetv2",
+        ("modelport", "image", 1, "p50_ms"),
+        ("raw", "", 1, "image_p50_ms"),
+    ),
+    PairTarget(
+        "MobileNetV2 640×480 JPEG c=8 vs in-process decode + ORT, 8 threads (≥ 0.85×)",
+        0.85,
+        True,
+        "mobilenetv2",
+        ("modelport", "image", 8, "rps"),
+        ("raw", "", 8, "image_threaded_c8"),
+    ),
+    PairTarget(
+        "mobilenetv2 int8 vs float, modelport V2 binary c=8 (speed-up, > 1×)",
+        1.0,
+        True,
+        "mobilenetv2",
+        ("modelport int8 (static)", "V2 binary", 8, "rps"),
+        ("modelport", "V2 binary", 8, "rps"),
+    ),
+)
+
+
+def paired_rounds(model: str, models_dir: Path, workdir: Path, seconds: float) -> dict:
+    """Every measurement ``PAIR_TARGETS`` needs for ``model``, ``PAIR_ROUNDS`` times, alternating.
+
+    The servers involved run side by side (idle while another is measured); each round measures every side
+    once, in reverse order on odd rounds, so a drift of the shared machine's load during the phase hits both
+    sides of a ratio alike. Returns ``{"server|api|c|field": [one value per round]}``."""
+    sides: list[tuple[str, str, int]] = []  # in target order, so that the two sides of a ratio run back to back
+    for target in PAIR_TARGETS:
+        for side in (target.a, target.b):
+            if target.model == model and side[:3] not in sides:
+                sides.append(side[:3])
+    ports = {key: free_port() for key in ("modelport", "modelport_grpc", "modelport_unbatched", "bare", "mlserver")}
+    ports |= {key: free_port() for key in ("mlserver_grpc", "noop", "flask", "workers", "int8")}
+    servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports)}
+    running: list[subprocess.Popen] = []
+    values: dict[str, list[float]] = {}
+    try:
+        steps: list = []
+        for name, api, concurrency in sides:
+            if name == "raw":
+                continue
+            server = servers.get(name)
+            endpoint = next((e for e in server.endpoints if e.api == api), None) if server else None
+            if endpoint is None:
+                continue
+            if server.name not in {step[0] for step in steps}:
+                running.append(start_server(model, server, workdir)[0])
+                for warm in server.endpoints:
+                    drive(f"http://127.0.0.1:{server.port}{warm.path}", warm, 8, 1.0, workdir)
+            steps.append((server.name, endpoint, concurrency))
+        if any(side[0] == "raw" for side in sides):  # one raw run gives every raw side: put it mid-round
+            steps.insert(len(steps) // 2, "raw")
+        for round_index in range(PAIR_ROUNDS):
+            order = steps
+            for step in order if round_index % 2 == 0 else order[::-1]:
+                if step == "raw":
+                    result = raw_ort(model, models_dir, seconds, quick=True)
+                    for key, concurrency in RAW_SIDES.items():
+                        if key in result:
+                            values.setdefault(f"raw||{concurrency}|{key}", []).append(result[key])
+                    continue
+                name, endpoint, concurrency = step
+                server = servers[name]
+                r = drive(f"http://127.0.0.1:{server.port}{endpoint.path}", endpoint, concurrency, seconds, workdir)
+                rps, p50 = r["requests"] / (r["duration_us"] / 1e6), r["p50_us"] / 1e3
+                values.setdefault(f"{name}|{endpoint.api}|{concurrency}|rps", []).append(rps)
+                values.setdefault(f"{name}|{endpoint.api}|{concurrency}|p50_ms", []).append(p50)
+                print(
+                    f"  {model:12} round {round_index + 1}  {name:22} {endpoint.api:10} c={concurrency:<3}"
+                    f" {rps:9.1f} req/s  p50 {p50:8.2f} ms",
+                    flush=True,
+                )
+    finally:
+        for process in running:
+            stop(process)
+    return values
+
+
+def paired_targets(paired: dict) -> list[tuple[str, str, bool | None]]:
+    """(what, measured, met) for every ``PAIR_TARGETS`` entry: the mean of the per-round ratios, and each round's."""
+    out: list[tuple[str, str, bool | None]] = []
+    for target in PAIR_TARGETS:
+        values = paired.get(target.model, {})
+        a = values.get("|".join(map(str, target.a)))
+        b = values.get("|".join(map(str, target.b)))
+        if not a or not b or len(a) != len(b) or not all(b):
+            out.append((target.text, "not measured", None))
+            continue
+        ratios = [x / y for x, y in zip(a, b, strict=True)]
+        mean = sum(ratios) / len(ratios)
+        rounds = ", ".join(f"{r:.2f}" for r in ratios)
+        met = mean >= target.goal if target.higher else mean <= target.goal
+        out.append((target.text, f"{mean:.2f}× (rounds: {rounds})", met))
+    return out
 
 
 # ---- request bodies --------------------------------------------------------------------------
@@ -459,12 +636,16 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
     return [*servers, mlserver, noop, flask]
 
 
-def raw_ort(model: str, models_dir: Path, seconds: float) -> dict:
+def raw_ort(model: str, models_dir: Path, seconds: float, quick: bool = False) -> dict:
     path = models_dir / "repo" / model / "1" / "model.onnx"
-    command = [SERVE_PY, str(ROOT / "bench/raw_ort.py"), str(path), str(seconds), str(THREADS)]
+    command = [SERVE_PY, str(ROOT / "bench/raw_ort.py"), *(["--quick"] if quick else []), str(path)]
+    command += [str(seconds), str(THREADS)]
     if json.loads((path.parent / "modelport.json").read_text()).get("image"):
         command.append(str(image_file(models_dir)))  # also the image endpoint's in-process limit
     result = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    if quick:
+        print(f"  {model:12} raw onnxruntime (paired round): {json.dumps(result)}", flush=True)
+        return result
     result["best_rows_per_s"] = max(*result["rows_per_s"].values(), result["threaded_c8_rps"])
     result["load"] = os.getloadavg()[0]
     print(
@@ -757,9 +938,21 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict) -> str:
 
 
 def write_report(
-    out: Path, cells: list[Cell], raw: dict, infos: dict, host: dict, seconds: float, failures: list[str]
+    out: Path,
+    cells: list[Cell],
+    raw: dict,
+    infos: dict,
+    host: dict,
+    seconds: float,
+    failures: list[str],
+    paired: dict | None = None,
 ) -> str:
     goals = targets(cells, raw, infos)
+    rounds = {what: (value, met) for what, value, met in paired_targets(paired or {}) if met is not None}
+    goals = [
+        (what, f"{rounds[what][0]}; single pass {value}", rounds[what][1]) if what in rounds else (what, value, met)
+        for what, value, met in goals
+    ]
     verdict = {True: "met", False: "**not met**", None: "not measured"}
     notes = ROOT / "bench/notes.md"
     text = "\n".join(
@@ -787,6 +980,11 @@ def write_report(
             table(cells, raw, infos),
             "## Targets (issues 6, 12 and 15), ratios from this run",
             "",
+            f"A target with paired rounds is judged on them: its two sides (modelport and the reference) run side "
+            f"by side and are measured alternately, {PAIR_ROUNDS} rounds in ABBA order, {seconds:g} s per cell, so "
+            "both see the same minutes of the shared machine; the figure is the mean of the per-round ratios. "
+            "The single-pass ratio from the tables above (each server measured once, minutes apart) is shown too.",
+            "",
             "| target | measured | |",
             "|---|---|---|",
             *[f"| {what} | {value} | {verdict[met]} |" for what, value, met in goals],
@@ -813,12 +1011,21 @@ def main() -> int:
     parser.add_argument("--only", nargs="*", default=None, help="model names to run (default: all)")
     parser.add_argument("--servers", nargs="*", default=None, help="server names to run (default: all)")
     parser.add_argument("--from-results", type=Path, help="only rewrite the report from a saved results.json")
+    parser.add_argument("--paired-only", action="store_true", help="only the paired rounds; print their targets")
     args = parser.parse_args()
+    if args.paired_only:
+        args.models = args.models.resolve()
+        (args.models / "run").mkdir(parents=True, exist_ok=True)
+        paired = {m: paired_rounds(m, args.models, args.models / "run", args.seconds) for m in args.only or MODELS}
+        for what, value, met in paired_targets(paired):
+            print(f"{what}: {value} {'met' if met else 'not met' if met is not None else ''}")
+        return 0
     if args.from_results:
         saved = json.loads(args.from_results.read_text())
         cells = [Cell(**c) for c in saved["cells"]]
         infos = {(i["model"], i["server"]): i for i in saved["servers"]}
-        print(write_report(args.out, cells, saved["raw"], infos, saved["host"], saved.get("seconds", args.seconds), []))
+        seconds = saved.get("seconds", args.seconds)
+        print(write_report(args.out, cells, saved["raw"], infos, saved["host"], seconds, [], saved.get("paired")))
         print("\n---- summary for the README ----\n" + summary(cells, saved["raw"], infos, saved["host"]))
         return 0
     args.models = args.models.resolve()  # servers run with other working directories (gunicorn --chdir)
@@ -828,8 +1035,9 @@ def main() -> int:
     cells: list[Cell] = []
     raw: dict = {}
     infos: dict = {}
+    paired: dict = {}
     failures: list[str] = []
-    for model in args.only or ["mlp", "mobilenetv2"]:
+    for model in args.only or MODELS:
         raw[model] = raw_ort(model, args.models, args.seconds)
         if (args.models / "repo" / f"{model}_int8").is_dir():
             raw[f"{model}_int8"] = raw_ort(f"{model}_int8", args.models, args.seconds)
@@ -864,6 +1072,12 @@ def main() -> int:
             print(f"  {model:12} {server.name:22} cold start {info['cold_start_s']:.2f} s, RSS {info['rss_mb']:.0f} MB")
         # The machine is shared: the limit measured again after the servers shows how much the load drifted.
         raw[model]["after"] = raw_ort(model, args.models, args.seconds)
+        if not args.servers and any(t.model == model for t in PAIR_TARGETS):
+            try:
+                paired[model] = paired_rounds(model, args.models, workdir, args.seconds)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                failures.append(f"{model} · paired rounds: {error}")
+                print(f"  {model:12} paired rounds FAILED: {error}", flush=True)
 
     host["load_end"] = os.getloadavg()
     (args.models / "results.json").write_text(
@@ -874,10 +1088,11 @@ def main() -> int:
                 "raw": raw,
                 "servers": list(infos.values()),
                 "host": host,
+                "paired": paired,
             }
         )
     )
-    print(write_report(args.out, cells, raw, infos, host, args.seconds, failures))
+    print(write_report(args.out, cells, raw, infos, host, args.seconds, failures, paired))
     print("\n---- summary for the README ----\n" + summary(cells, raw, infos, host))
     return 1 if failures else 0
 

@@ -16,7 +16,6 @@ import numpy as np
 import orjson
 
 from runtime.errors import BadRequest, PayloadTooLarge
-from runtime.validation import numpy_dtype
 
 _OPEN = (ord("["), ord("{"))
 _CLOSE = (ord("]"), ord("}"))
@@ -85,8 +84,8 @@ def check_shape(name: str, shape: Any) -> None:
         raise BadRequest(f"tensor {name!r}: shape {shape} has a negative dimension")
 
 
-def element_count(name: str, shape: Any, max_elements: int) -> int:
-    check_shape(name, shape)
+def element_count(name: str, shape: list[int], max_elements: int) -> int:
+    """The number of elements of a ``shape`` already checked by ``check_shape``; 413 past ``max_elements``."""
     count = math.prod(shape)
     if count > max_elements:
         raise PayloadTooLarge(
@@ -95,14 +94,13 @@ def element_count(name: str, shape: Any, max_elements: int) -> int:
     return count
 
 
-_INT_KINDS = "iu"
 _ACCEPTED_KINDS = {"b": "b", "i": "iu", "u": "iu", "f": "iuf"}
+_UINT64 = np.dtype(np.uint64)
 
 
-def tensor_from_json(name: str, datatype: str, shape: Any, data: Any, max_elements: int) -> np.ndarray:
-    """Decode one request tensor's ``data`` (flat or nested) into an array of ``shape``."""
-    dtype = numpy_dtype(datatype)
-    count = element_count(name, shape, max_elements)
+def tensor_from_json(name: str, datatype: str, dtype: np.dtype, shape: list[int], count: int, data: Any) -> np.ndarray:
+    """Decode one request tensor's ``data`` (flat or nested) into an array of ``shape``, which has ``count``
+    elements (the caller checked the shape, the datatype's ``dtype`` and the element limit)."""
     if data is None:
         raise BadRequest(f'tensor {name!r}: no data (send "data", or binary_data_size with the binary extension)')
     if not isinstance(data, list):
@@ -113,28 +111,30 @@ def tensor_from_json(name: str, datatype: str, shape: Any, data: Any, max_elemen
     return array.reshape(shape)
 
 
-def _numbers(name: str, datatype: str, dtype: np.dtype, data: Any) -> np.ndarray:
-    if not isinstance(data, list):
-        data = [data]
+def _numbers(name: str, datatype: str, dtype: np.dtype, data: list[Any]) -> np.ndarray:
     try:
         array = np.asarray(data)
     except (ValueError, TypeError):
         raise BadRequest(f"tensor {name!r}: data is not a rectangular (non-ragged) nested list") from None
-    if array.dtype == object and dtype == np.uint64:  # above int64's range numpy falls back to objects
+    kind = array.dtype.kind
+    if kind == "O" and dtype == _UINT64:  # above int64's range numpy falls back to objects
         try:
             array = np.asarray(data, dtype=np.uint64)
         except (ValueError, TypeError, OverflowError):
             raise BadRequest(f"tensor {name!r}: UINT64 data must be integers in 0..2**64-1") from None
-    accepted = _ACCEPTED_KINDS[dtype.kind]
-    if array.size and array.dtype.kind not in accepted:
-        what = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[dtype.kind]
+        kind = "u"
+    target = dtype.kind
+    if kind not in _ACCEPTED_KINDS[target] and array.size:
+        what = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}[target]
         raise BadRequest(f"tensor {name!r}: {datatype} data must be {what}, got {_describe(array)}")
-    if dtype.kind in _INT_KINDS and array.size and array.dtype != dtype:
-        info = np.iinfo(dtype)
-        low, high = array.min(), array.max()
-        if low < info.min or high > info.max:
-            raise BadRequest(f"tensor {name!r}: value {low if low < info.min else high} is out of {datatype} range")
-    return array.astype(dtype, copy=False)
+    if kind != target or array.dtype != dtype:
+        if target in "iu" and kind in "iu" and array.size:
+            info = np.iinfo(dtype)
+            low, high = array.min(), array.max()
+            if low < info.min or high > info.max:
+                raise BadRequest(f"tensor {name!r}: value {low if low < info.min else high} is out of {datatype} range")
+        array = array.astype(dtype)
+    return array
 
 
 def _describe(array: np.ndarray) -> str:

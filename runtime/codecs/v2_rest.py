@@ -76,14 +76,12 @@ def _decode_inputs(payload: dict[str, Any], binary: memoryview, max_elements: in
     tensors = payload.get("inputs")
     if not isinstance(tensors, list) or not tensors:
         raise BadRequest('the request needs "inputs": a non-empty list of tensors')
-    _check_structure(tensors)  # every 400 for a malformed request before any limit's 413
+    plan = _check_structure(tensors)  # every 400 for a malformed request before any limit's 413
     inputs: dict[str, np.ndarray] = {}
     offset = 0
-    for tensor in tensors:
-        name, datatype, shape = tensor["name"], tensor["datatype"], tensor["shape"]
+    for name, datatype, dtype, shape, parameters, tensor in plan:
         count = v2_json.element_count(name, shape, max_elements)
-        parameters = _parameters(tensor, f"input {name!r}: ")
-        size = parameters.get("binary_data_size")
+        size = parameters.get("binary_data_size") if parameters else None
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size < 0:
                 raise BadRequest(f"input {name!r}: binary_data_size must be a non-negative integer")
@@ -92,17 +90,19 @@ def _decode_inputs(payload: dict[str, Any], binary: memoryview, max_elements: in
             array = v2_binary.tensor_from_bytes(name, datatype, shape, count, binary[offset : offset + size])
             offset += size
         else:
-            array = v2_json.tensor_from_json(name, datatype, shape, tensor.get("data"), max_elements)
+            array = v2_json.tensor_from_json(name, datatype, dtype, shape, count, tensor.get("data"))
         inputs[name] = array
     if offset != len(binary):
         raise BadRequest(f"the body has {len(binary) - offset} bytes after the last binary tensor")
     return inputs
 
 
-def _check_structure(tensors: list[Any]) -> None:
+def _check_structure(tensors: list[Any]) -> list[tuple[str, str, np.dtype, list[int], dict[str, Any], dict]]:
     """Each input is an object with a string name, a V2 datatype, a shape of non-negative integers,
-    object parameters and list data; names are unique."""
+    object parameters and list data; names are unique. Returns, per input, what decoding needs
+    (name, datatype, numpy dtype, shape, parameters, the tensor object), so nothing is checked twice."""
     seen: set[str] = set()
+    plan = []
     for tensor in tensors:
         if not isinstance(tensor, dict):
             raise BadRequest("each input must be an object with name, shape, datatype and data")
@@ -113,11 +113,14 @@ def _check_structure(tensors: list[Any]) -> None:
         if name in seen:
             raise BadRequest(f"input {name!r} is given twice")
         seen.add(name)
-        numpy_dtype(datatype)
-        v2_json.check_shape(name, tensor.get("shape"))
-        _parameters(tensor, f"input {name!r}: ")
+        dtype = numpy_dtype(datatype)
+        shape = tensor.get("shape")
+        v2_json.check_shape(name, shape)
+        parameters = _parameters(tensor, f"input {name!r}: ")
         if "data" in tensor and not isinstance(tensor["data"], list):
             raise BadRequest(f'tensor {name!r}: "data" must be a list (flat or nested)')
+        plan.append((name, datatype, dtype, shape, parameters, tensor))
+    return plan
 
 
 def _parameters(obj: dict[str, Any], where: str) -> dict[str, Any]:
