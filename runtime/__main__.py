@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client import disable_created_metrics
 
-from runtime import workers
+from runtime import memory, workers
 from runtime.server import serve
 from runtime.settings import parse_settings
 
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("aiohttp.access").disabled = True  # runtime.access writes the one line per request
     disable_created_metrics()  # Triton exports no *_created series; keep /metrics small
+    memory.limit_arenas()  # before any thread starts (runtime/memory.py)
     if settings.workers > 1 and not workers.is_worker():
         return workers.supervise(settings, sys.argv[1:] if argv is None else argv)
     return _event_loop_runner()(serve(settings))

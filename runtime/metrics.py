@@ -175,6 +175,10 @@ class Metrics:
             self.flush()
         return bound
 
+    def answered(self) -> float:
+        """Requests answered so far (successes and failures, every model): whether the server was busy."""
+        return sum(m.success.value + m.failure.value for m in self._models.values())
+
     def flush(self, every: float = 0.0) -> None:
         """Multiprocess mode: write this worker's numbers to its files (no more than once per ``every`` s)."""
         if self._shared is None:

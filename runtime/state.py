@@ -23,6 +23,7 @@ from runtime.batching import Batcher
 from runtime.codecs.image import image_preprocessing
 from runtime.control import ModelControl
 from runtime.engines import Engine, EngineOptions
+from runtime.memory import HeapTrimmer
 from runtime.metrics import Metrics
 from runtime.repository import LoadedModel, ModelVersion, Repository, find_models
 from runtime.settings import Settings
@@ -67,6 +68,7 @@ class ServerState:
         )
         self.metrics = Metrics()
         self.executor: ThreadPoolExecutor | None = None
+        self.trimmer: HeapTrimmer | None = None  # returns freed heap to the OS once the models are loaded
         self.phase = Phase.LOADING
         self.exit_status = 0
         self.stop_requested = asyncio.Event()  # set when the server should shut down (load failure)
@@ -114,6 +116,7 @@ class ServerState:
             versions = max(versions, DYNAMIC_MODEL_ROOM)
         workers = settings.instances * 2 * max(versions, 1) + 2
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
+        self.trimmer = HeapTrimmer(self.executor, self.metrics.answered)
         for entry in repository.entries():
             self.metrics.model(entry.name, entry.version)  # every model appears in /metrics from the start
         self._loading = asyncio.create_task(self._load_all(), name="load models")
@@ -129,6 +132,8 @@ class ServerState:
         if self._loading is not None:
             self._loading.cancel()
             await asyncio.gather(self._loading, return_exceptions=True)
+        if self.trimmer is not None:
+            await self.trimmer.stop()
         entries = self.repository.entries()
         await asyncio.gather(*(e.loaded.batcher.stop() for e in entries if e.loaded is not None and not e.closed))
         self.repository.close()
@@ -150,6 +155,8 @@ class ServerState:
                 self.stop_requested.set()
                 return
         self.set_phase(Phase.READY)
+        if self.trimmer is not None:
+            self.trimmer.start()
         if self.settings.model_control_mode == "poll":
             for name in self.repository.models:
                 self.control.remember(name)

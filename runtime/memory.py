@@ -1,0 +1,95 @@
+"""Give the heap memory the server has freed back to the operating system (glibc's ``malloc_trim``).
+
+A server's resident memory stays at its high-water mark: glibc keeps freed heap pages for reuse, so one
+burst of large requests (32 concurrent 1.5 MB JSON image tensors become tens of millions of Python floats
+and their arrays) leaves the process at that size for the rest of its life, and a model's load (protobuf
+parsing, graph optimisation) leaves its temporary memory behind too. Container limits and autoscalers see
+that figure, not what the process uses. ``malloc_trim(0)`` returns the free pages at the top and inside
+the heaps (glibc >= 2.8 releases whole free pages in the middle too).
+
+``HeapTrimmer`` trims once after the models load, then every ``interval`` seconds, but only when requests
+were answered since the last trim (an idle server is not touched) and off the event loop (a trim walks
+the heap for a few milliseconds). It also caps glibc at ``ARENAS`` malloc arenas: each thread that
+allocates (the inference pool, onnxruntime's threads) otherwise gets an arena of its own, each holding
+its own freed memory.
+
+On a libc without these calls (musl, macOS) it does nothing. ``docs/benchmarks.md`` has the resident
+memory measured with and without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+
+log = logging.getLogger("runtime.memory")
+
+ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+_LIBC = _libc()
+
+
+def supported() -> bool:
+    """Whether this libc has ``malloc_trim`` and ``mallopt`` (glibc)."""
+    return _LIBC is not None
+
+
+def limit_arenas(arenas: int = ARENAS) -> bool:
+    """Cap glibc's malloc arenas; call before the server starts its threads. False where unsupported."""
+    return bool(_LIBC is not None and _LIBC.mallopt(_M_ARENA_MAX, arenas) == 1)
+
+
+def trim() -> bool:
+    """Return free heap memory to the OS now; True when glibc released some."""
+    return bool(_LIBC is not None and _LIBC.malloc_trim(0))
+
+
+class HeapTrimmer:
+    """Trims every ``interval`` seconds while ``activity()`` (a count of answered requests) moves."""
+
+    def __init__(self, executor: Executor, activity: Callable[[], float], interval: float = 2.0) -> None:
+        self._executor = executor
+        self._activity = activity
+        self._interval = interval
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if supported() and self._task is None:
+            self._task = asyncio.create_task(self._run(), name="heap trim")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def trim_now(self) -> None:
+        if supported():
+            await asyncio.get_running_loop().run_in_executor(self._executor, trim)
+
+    async def _run(self) -> None:
+        seen = self._activity()
+        await self.trim_now()  # what loading the models left behind
+        while True:
+            await asyncio.sleep(self._interval)
+            now = self._activity()
+            if now != seen:
+                seen = now
+                await self.trim_now()
