@@ -4,8 +4,13 @@ A gRPC client sends the token as the ``authorization`` metadata entry (``Bearer 
 ``tritonclient.grpc`` passes ``headers={"authorization": ...}``. The interceptor answers, before the
 method runs, ``UNAUTHENTICATED`` for a missing or unknown token (REST's 401) and ``PERMISSION_DENIED``
 for too small a scope or a closed repository API (REST's 403). The scopes mirror the REST route table:
-health and readiness are open; Triton's repository RPCs need ``admin``; every other method, including
-one added later, needs ``infer``. Messages never contain the token.
+liveness, readiness and the standard health service (Kubernetes gRPC probes send no token) are open;
+Triton's repository RPCs need ``admin``; every other method, including one added later, needs
+``infer``. Messages never contain the token.
+
+The server installs the interceptor only when tokens are configured: grpc.aio runs an interceptor as an
+extra coroutine on every call. Without tokens the one thing left to refuse is a closed repository API,
+and that is decided per method once, when the handlers are registered (``closed_repository``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import grpc
 from runtime.auth import Forbidden, Scope, TokenTable, Unauthorized, authorize
 
 SERVICE = "inference.GRPCInferenceService"  # KServe V2's service name, which Triton extends
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health"})  # probes: readiness, like ServerReady
 METHOD_SCOPES: dict[str, Scope] = {
     "ServerLive": Scope.OPEN,
     "ServerReady": Scope.OPEN,
@@ -31,6 +37,8 @@ METHOD_SCOPES: dict[str, Scope] = {
 def method_scope(full_method: str) -> Scope:
     """``/inference.GRPCInferenceService/ModelInfer`` -> the scope it needs (``infer`` when unlisted)."""
     service, _, method = full_method.lstrip("/").rpartition("/")
+    if service in OPEN_SERVICES:
+        return Scope.OPEN
     if service != SERVICE:
         return Scope.INFER
     return METHOD_SCOPES.get(method, Scope.INFER)
@@ -64,6 +72,16 @@ def _deny(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -
     return grpc.stream_stream_rpc_method_handler(streaming, **kinds)
 
 
+def closed_repository(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """``handler`` answering ``PERMISSION_DENIED``: the repository API is off (no admin token configured)."""
+    return _deny(
+        handler,
+        grpc.StatusCode.PERMISSION_DENIED,
+        f"{method}: the repository API is off because no admin token is configured "
+        "(add a 'TOKEN admin' line to --auth-tokens-file, or pass --allow-unauthenticated-admin)",
+    )
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Checks every call's ``authorization`` metadata against the scope its method needs.
 
@@ -85,12 +103,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         needed = method_scope(details.method)
         method = details.method.rpartition("/")[2]
         if needed is Scope.ADMIN and not self.admin_enabled:
-            return _deny(
-                handler,
-                grpc.StatusCode.PERMISSION_DENIED,
-                f"{method}: the repository API is off because no admin token is configured "
-                "(add a 'TOKEN admin' line to --auth-tokens-file, or pass --allow-unauthenticated-admin)",
-            )
+            return closed_repository(handler, method)
         try:
             authorize(self.table, _metadata_value(details.invocation_metadata, "authorization"), needed, method)
         except Unauthorized as exc:

@@ -13,8 +13,8 @@ access log as REST. What is gRPC's own:
 - the standard health service (``grpc.health.v1.Health``) answers SERVING exactly when REST readiness
   does, so Kubernetes gRPC probes work; shutdown drains in-flight calls within ``--shutdown-grace``;
 - with ``--auth-tokens-file`` the RPCs need the same bearer token as their REST twins
-  (``runtime/grpc_auth.py``: metadata ``authorization: Bearer TOKEN``; liveness and readiness stay
-  open), and with ``--tls-cert`` gRPC is served over TLS with the same certificate;
+  (``runtime/grpc_auth.py``: metadata ``authorization: Bearer TOKEN``; liveness, readiness and the
+  health service stay open), and with ``--tls-cert`` gRPC is served over TLS with the same certificate;
 - with ``--workers N`` every worker serves gRPC on the same port (SO_REUSEPORT).
 """
 
@@ -31,11 +31,11 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from runtime import workers
-from runtime.auth import TokenTable
+from runtime.auth import Scope, TokenTable
 from runtime.codecs import v2_grpc
 from runtime.dataplane import DataPlane
 from runtime.errors import ModelportError
-from runtime.grpc_auth import AuthInterceptor
+from runtime.grpc_auth import METHOD_SCOPES, AuthInterceptor, closed_repository
 from runtime.proto import grpc_predict_v2_pb2 as pb
 from runtime.state import Phase, ServerState
 from runtime.tls import grpc_credentials
@@ -70,7 +70,7 @@ class InferenceService:
         call.model = request.name
         return pb.ModelMetadataResponse(**self.dataplane.model_metadata(request.name, request.version).as_dict())
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, call: CallInfo) -> pb.ModelInferResponse:
+    async def ModelInfer(self, request: pb.ModelInferRequest, call: CallInfo) -> bytes:
         call.model = request.model_name
         version = request.model_version or None
         model = self.dataplane.model(request.model_name, version)
@@ -145,7 +145,8 @@ class _Rpc:
                 code = grpc.StatusCode.INVALID_ARGUMENT
                 await context.abort(code, f"the request is not a valid {self.message.__name__} message: {exc}")
             response = await self.method(request, call)
-            return response.SerializeToString()
+            # ModelInfer serializes its own answer (codecs/v2_grpc.py); the others return messages
+            return response if type(response) is bytes else response.SerializeToString()
         except ModelportError as exc:
             code = grpc.StatusCode[exc.grpc_code]
             if exc.headers.get("Retry-After"):
@@ -179,12 +180,18 @@ class _Rpc:
         return None if remaining is None else asyncio.get_running_loop().time() + remaining
 
 
-def _handler(service: InferenceService, timeout: float) -> grpc.GenericRpcHandler:
-    # grpc.aio tells coroutine handlers apart with inspect.iscoroutinefunction: hand it the bound method
-    methods = {
-        name: grpc.unary_unary_rpc_method_handler(_Rpc(name, message, getattr(service, name), timeout).__call__)
-        for name, message in RPCS.items()
-    }
+def _handler(service: InferenceService, timeout: float, admin_enabled: bool) -> grpc.GenericRpcHandler:
+    methods = {}
+    for name, message in RPCS.items():
+        rpc = _Rpc(name, message, getattr(service, name), timeout)
+
+        async def unary(body: bytes, context: grpc.aio.ServicerContext, rpc: _Rpc = rpc) -> bytes:
+            return await rpc(body, context)  # a coroutine function: grpc.aio runs it on the loop
+
+        handler = grpc.unary_unary_rpc_method_handler(unary)
+        if METHOD_SCOPES.get(name) is Scope.ADMIN and not admin_enabled:
+            handler = closed_repository(handler, name)
+        methods[name] = handler
     return grpc.method_handlers_generic_handler(SERVICE, methods)
 
 
@@ -197,8 +204,8 @@ class GrpcServer:
         self.settings = settings
         limit = settings.max_body_bytes
         self.server = grpc.aio.server(
-            # always: without tokens it still closes the repository RPCs when there is no admin token
-            interceptors=[AuthInterceptor(tokens, admin_enabled)],
+            # only with tokens: an interceptor is one more coroutine on every call (runtime/grpc_auth.py)
+            interceptors=[AuthInterceptor(tokens, admin_enabled)] if tokens.enabled else None,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -208,7 +215,7 @@ class GrpcServer:
             ],
         )
         service = InferenceService(dataplane)
-        self.server.add_generic_rpc_handlers((_handler(service, settings.request_timeout),))
+        self.server.add_generic_rpc_handlers((_handler(service, settings.request_timeout, admin_enabled),))
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._pending: set[asyncio.Task] = set()

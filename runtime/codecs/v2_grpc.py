@@ -8,16 +8,24 @@ whenever an output has no typed field (FP16), because a response is either all r
 
 Every malformed input is a ``BadRequest`` naming the tensor, and every limit the REST side has
 applies here too (elements per tensor; the message size is gRPC's own limit).
+
+Both directions run once per call on the event loop, so the common case (fixed-size datatypes, raw
+contents) takes a short path: the datatype's little-endian dtype from a table built once, one
+``np.frombuffer`` per input, one ``tobytes`` per output, each message field read once (every read of a
+upb field builds a Python object). Anything unusual (BYTES, an unknown datatype, a wrong byte length,
+a negative dimension, too many elements) goes to the general code, which raises the shared messages.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 import numpy as np
 
 from bundle import datatypes
-from runtime.codecs import v2_binary, v2_json
+from runtime.codecs import grpc_wire, v2_binary, v2_json
 from runtime.dataplane import InferenceRequest, InferenceResponse
 from runtime.errors import BadRequest
 from runtime.proto import grpc_predict_v2_pb2 as pb
@@ -46,36 +54,56 @@ def set_parameter(target: Any, key: str, value: Any) -> None:
 
 def decode_request(message: pb.ModelInferRequest, max_elements: int) -> tuple[InferenceRequest, bool]:
     """The data plane's request, and whether the client sent raw contents (then it gets raw outputs)."""
-    if not message.inputs:
+    tensors = message.inputs
+    if not tensors:
         raise BadRequest("the request needs inputs: a non-empty list of tensors")
     raw = message.raw_input_contents
-    if raw and len(raw) != len(message.inputs):
+    if raw and len(raw) != len(tensors):
         raise BadRequest(
-            f"raw_input_contents has {len(raw)} entries for {len(message.inputs)} inputs; send one per input, in order"
+            f"raw_input_contents has {len(raw)} entries for {len(tensors)} inputs; send one per input, in order"
         )
     inputs: dict[str, np.ndarray] = {}
-    for index, tensor in enumerate(message.inputs):
-        name, datatype, shape = tensor.name, tensor.datatype, list(tensor.shape)
+    # slices, not iteration: iterating a upb container ends in an IndexError built with sprintf
+    for index, tensor in enumerate(tensors[:]):
+        name, datatype, shape = tensor.name, tensor.datatype, tensor.shape[:]
         if not name:
             raise BadRequest(f"input {index} has no name")
         if name in inputs:
             raise BadRequest(f"input {name!r} is given twice")
-        numpy_dtype(datatype)
-        v2_json.check_shape(name, shape)
-        count = v2_json.element_count(name, shape, max_elements)
+        count = math.prod(shape)  # int64 dimensions: only the sign and the limit are left to check
+        if count > max_elements or (shape and min(shape) < 0):
+            v2_json.element_count(name, shape, max_elements)  # raises the shared message
         if raw:
             if tensor.HasField("contents"):
                 raise BadRequest(f"input {name!r}: send contents or raw_input_contents, not both")
-            inputs[name] = v2_binary.tensor_from_bytes(name, datatype, shape, count, memoryview(raw[index]))
+            data = raw[index]
+            dtype = _RAW.get(datatype)
+            if dtype is not None and len(data) == count * dtype.itemsize:
+                inputs[name] = np.ndarray(shape, dtype, data)  # a read-only view of the bytes
+            else:  # BYTES, an unknown datatype or a wrong length: the general decoder (and its messages)
+                numpy_dtype(datatype)
+                inputs[name] = v2_binary.tensor_from_bytes(name, datatype, shape, count, memoryview(data))
         else:
+            numpy_dtype(datatype)
             inputs[name] = _from_contents(name, datatype, shape, count, tensor.contents)
-    outputs = [o.name for o in message.outputs] or None
-    if outputs is not None and len(set(outputs)) != len(outputs):
-        raise BadRequest("an output is requested twice")
+    outputs = None
+    if message.outputs:
+        outputs = [o.name for o in message.outputs[:]]
+        if len(set(outputs)) != len(outputs):
+            raise BadRequest("an output is requested twice")
     request = InferenceRequest(
-        inputs=inputs, outputs=outputs, id=message.id or None, parameters=parameters(message.parameters)
+        inputs=inputs,
+        outputs=outputs,
+        id=message.id or None,
+        parameters=parameters(message.parameters) if message.parameters else {},
     )
     return request, bool(raw)
+
+
+# The fixed-size datatypes' little-endian dtypes (the wire order of raw contents); BYTES has none.
+_RAW: dict[str, np.dtype] = {
+    kind.value: kind.numpy.newbyteorder("<") for kind in datatypes.Datatype if kind is not datatypes.Datatype.BYTES
+}
 
 
 def _from_contents(name: str, datatype: str, shape: list[int], count: int, contents: Any) -> np.ndarray:
@@ -112,20 +140,48 @@ _WIDE = {
 }
 
 
-def encode_response(response: InferenceResponse, raw: bool) -> pb.ModelInferResponse:
+def encode_response(response: InferenceResponse, raw: bool) -> bytes:
+    """The serialized ``ModelInferResponse``: raw contents (written by ``grpc_wire``) or typed ones."""
+    kinds = [_kind(array) for _, array in response.outputs]
+    if raw or any(not kind.info.grpc_contents for kind in kinds):
+        outputs = [
+            (name, kind, array.shape, _raw_bytes(kind, array))
+            for (name, array), kind in zip(response.outputs, kinds, strict=True)
+        ]
+        return grpc_wire.raw_response(response.model_name, response.model_version, response.id, outputs)
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version)
     if response.id is not None:
         message.id = response.id
-    kinds = [datatypes.Datatype(v2_datatype(array.dtype)) for _, array in response.outputs]
-    raw = raw or any(not kind.info.grpc_contents for kind in kinds)
+    tensors = message.outputs
     for (name, array), kind in zip(response.outputs, kinds, strict=True):
-        tensor = message.outputs.add(name=name, datatype=kind.value, shape=array.shape)
-        if raw:
-            message.raw_output_contents.append(v2_binary.tensor_to_bytes(kind.value, array))
-        elif kind is datatypes.Datatype.BYTES:
+        tensor = tensors.add(name=name, datatype=kind.value, shape=array.shape)
+        if kind is datatypes.Datatype.BYTES:
             tensor.contents.bytes_contents.extend(
                 x if isinstance(x, bytes) else str(x).encode("utf-8") for x in array.ravel().tolist()
             )
         else:
             getattr(tensor.contents, kind.info.grpc_contents).extend(array.ravel().tolist())
-    return message
+    return message.SerializeToString()
+
+
+_KINDS: dict[np.dtype, datatypes.Datatype] = {}  # output dtype -> datatype, filled as outputs are seen
+
+
+def _kind(array: np.ndarray) -> datatypes.Datatype:
+    kind = _KINDS.get(array.dtype)
+    if kind is None:
+        kind = datatypes.from_numpy(array.dtype)
+        if kind is None:
+            v2_datatype(array.dtype)  # raises naming the dtype
+        _KINDS[array.dtype] = kind  # type: ignore[assignment]
+    return kind  # type: ignore[return-value]
+
+
+_LITTLE = sys.byteorder == "little"
+
+
+def _raw_bytes(kind: datatypes.Datatype, array: np.ndarray) -> bytes:
+    """An output's raw contents: ``tobytes`` is already C order, so only the byte order may need work."""
+    if _LITTLE and kind is not datatypes.Datatype.BYTES and array.dtype.isnative:
+        return array.tobytes()
+    return v2_binary.tensor_to_bytes(kind.value, array)

@@ -288,6 +288,9 @@ def test_bearer_tokens_on_the_live_grpc_port(tmp_path):
     tokens.write_text("grpc-live-infer-token-5b1e infer\n")
     tokens.chmod(0o600)
     with run_server(tmp_path, "--auth-tokens-file", str(tokens)) as server:
+        with grpc.insecure_channel(server.grpc_address) as channel:  # a Kubernetes gRPC probe has no token
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
         with grpcclient.InferenceServerClient(server.grpc_address) as c:
             assert c.is_server_ready()
             x = _inputs({"x": np.ones((1, 4), np.float32)})

@@ -119,6 +119,8 @@ def test_grpc_repository_closed_without_admin(tmp_path):
         ("/inference.GRPCInferenceService/RepositoryModelLoad", Scope.ADMIN),
         ("/inference.GRPCInferenceService/SomethingNew", Scope.INFER),
         ("/other.Service/ServerLive", Scope.INFER),
+        ("/grpc.health.v1.Health/Check", Scope.OPEN),  # Kubernetes gRPC probes send no token
+        ("/grpc.health.v1.Health/Watch", Scope.OPEN),
     ],
 )
 def test_method_scopes(method, scope):
