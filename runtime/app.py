@@ -5,8 +5,10 @@ context opens the state (models found, then loaded in the background; poll mode 
 closes it at shutdown. Middleware, outermost first: CORS (``runtime/cors.py``; answers preflights),
 errors (turns ``ModelportError`` into ``{"error": msg}`` with its status and headers, any other
 exception into a generic 500 with the traceback in the log only, and writes the access log line),
-then bearer-token authentication (``runtime/auth.py``) against the scope the route table
-(``runtime/routes.py``) gives the matched route.
+then, with --auth-tokens-file, bearer-token authentication (``runtime/auth.py``) against the scope the
+route table (``runtime/routes.py``) gives the matched route. Without a token file no request needs checking
+except the admin routes, whose handlers are replaced by a 403 when the repository API is off, so the hot
+path carries no authentication layer.
 """
 
 from __future__ import annotations
@@ -132,7 +134,9 @@ def create_app(settings: Settings) -> web.Application:
         (log.warning if settings.model_control_mode == "explicit" else log.info)(
             "the repository API is off: no admin token in --auth-tokens-file (or --allow-unauthenticated-admin)"
         )
-    middlewares = [error_middleware, auth_middleware(tokens, route_scope(settings), admin_enabled)]
+    middlewares: list = [error_middleware]
+    if tokens.enabled:  # without tokens only the admin routes are closed (or open): no check per request
+        middlewares.append(auth_middleware(tokens, route_scope(settings), admin_enabled))
     if settings.cors_origins:
         middlewares.insert(0, cors_middleware(settings.cors_origins))
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
@@ -143,7 +147,7 @@ def create_app(settings: Settings) -> web.Application:
     app[ADMIN_ENABLED] = admin_enabled
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_on_shutdown)
-    add_routes(app.router)
+    add_routes(app.router, closed_admin=not tokens.enabled and not admin_enabled)
     return app
 
 

@@ -174,22 +174,35 @@ def authorize(table: TokenTable, header: str | None, needed: Scope, what: str) -
     return scope
 
 
+ADMIN_OFF = (
+    "the repository API is off because no admin token is configured "
+    "(add a 'TOKEN admin' line to --auth-tokens-file, or pass --allow-unauthenticated-admin)"
+)
+
+
 def auth_middleware(table: TokenTable, scope_of_route: Callable[[web.Request], Scope], admin_enabled: bool):
-    """Check every request against the scope its route needs (``scope_of_route``).
+    """Check every request against the scope its route needs (``scope_of_route``); only with tokens.
 
     ``admin_enabled`` False closes the admin routes to everyone (403), the state when no admin token
-    is configured and ``--allow-unauthenticated-admin`` is not given."""
+    is configured and ``--allow-unauthenticated-admin`` is not given. Without a token file nothing else is
+    checked, so no middleware runs at all: ``admin_closed`` wraps the admin routes' handlers instead."""
 
     @web.middleware
     async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
         needed = scope_of_route(request)
         what = f"{request.method} {request.path}"
         if needed is Scope.ADMIN and not admin_enabled:
-            raise Forbidden(
-                f"{what}: the repository API is off because no admin token is configured "
-                "(add a 'TOKEN admin' line to --auth-tokens-file, or pass --allow-unauthenticated-admin)"
-            )
+            raise Forbidden(f"{what}: {ADMIN_OFF}")
         authorize(table, request.headers.get("Authorization"), needed, what)
         return await handler(request)
 
     return check
+
+
+def admin_closed(handler: Handler) -> Handler:
+    """An admin route's handler when the repository API is off and no token file is given: always 403."""
+
+    async def closed(request: web.Request) -> web.StreamResponse:
+        raise Forbidden(f"{request.method} {request.path}: {ADMIN_OFF}")
+
+    return closed

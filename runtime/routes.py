@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from runtime import openapi
-from runtime.auth import Scope
+from runtime.auth import Scope, admin_closed
 from runtime.handlers import health, page, repository_api, simple, v2
 from runtime.handlers.common import json_response
 
@@ -76,6 +76,8 @@ DOCS_HTML = openapi.render_docs(OPENAPI)
 _OPENAPI_BODY = json_response(OPENAPI).body
 
 
-def add_routes(router: web.UrlDispatcher, routes: tuple[Route, ...] = ROUTES) -> None:
+def add_routes(router: web.UrlDispatcher, routes: tuple[Route, ...] = ROUTES, closed_admin: bool = False) -> None:
+    """Register ``routes``; ``closed_admin``: the admin routes answer 403 (the repository API is off)."""
     for route in routes:
-        router.add_route(route.method, route.path, route.handler)
+        handler = admin_closed(route.handler) if closed_admin and route.scope is ADMIN else route.handler
+        router.add_route(route.method, route.path, handler)
