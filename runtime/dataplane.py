@@ -231,12 +231,12 @@ class DataPlane:
         return result
 
     async def decode_image(self, model: LoadedModel, data: bytes) -> np.ndarray:
-        """One encoded image -> the model's image tensor without the batch axis (in the thread pool)."""
+        """One encoded image -> the model's image tensor without the batch axis (in the decoding pool)."""
         if model.image is None:
             raise BadRequest(f"model {model.name!r} has no image input; use /api/models/{model.name}/predict")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self.state.executor, decode_image, data, model.image, self.state.settings.max_image_pixels
+            self.state.decode_executor, decode_image, data, model.image, self.state.settings.max_image_pixels
         )
 
     async def _decode_images(self, model: LoadedModel, items: np.ndarray) -> np.ndarray:
@@ -249,10 +249,10 @@ class DataPlane:
                 f"model {model.name!r}: input {model.image.input!r} has batch size {items.size}, "
                 f"more than the model's max_batch_size {limit}"
             )
-        loop = asyncio.get_running_loop()  # Pillow work goes to the thread pool, like inference
+        loop = asyncio.get_running_loop()  # Pillow work goes to the decoding pool, off the event loop
         settings = self.state.settings
         return await loop.run_in_executor(
-            self.state.executor,
+            self.state.decode_executor,
             decode_batch,
             items,
             model.image,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -67,7 +68,8 @@ class ServerState:
             drain_timeout=settings.request_timeout or 60.0,
         )
         self.metrics = Metrics()
-        self.executor: ThreadPoolExecutor | None = None
+        self.executor: ThreadPoolExecutor | None = None  # model runs (and loads)
+        self.decode_executor: ThreadPoolExecutor | None = None  # image decoding (runtime/codecs/image.py)
         self.trimmer: HeapTrimmer | None = None  # returns freed heap to the OS once the models are loaded
         self.phase = Phase.LOADING
         self.exit_status = 0
@@ -110,12 +112,15 @@ class ServerState:
         else:  # nothing to serve (bad repository, unknown --model) stops the start here
             repository.discover(allow_partial=settings.allow_partial)
         # one thread per model instance (twice: a reload runs the new beside the old), plus two for
-        # loading and image decoding; threads start only when needed
+        # loading; threads start only when needed
         versions = sum(len(v) for v in find_models(repository.root).values())
         if settings.model_control_mode != "none":  # models may be added later: room for them (threads are lazy)
             versions = max(versions, DYNAMIC_MODEL_ROOM)
         workers = settings.instances * 2 * max(versions, 1) + 2
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
+        # image decoding has a pool of its own: with one pool, eight concurrent uploads' decodes filled it and
+        # the model's next run waited behind them while onnxruntime's threads sat idle
+        self.decode_executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
         self.trimmer = HeapTrimmer(self.executor, self.metrics.answered)
         for entry in repository.entries():
             self.metrics.model(entry.name, entry.version)  # every model appears in /metrics from the start
@@ -137,8 +142,9 @@ class ServerState:
         entries = self.repository.entries()
         await asyncio.gather(*(e.loaded.batcher.stop() for e in entries if e.loaded is not None and not e.closed))
         self.repository.close()
-        if self.executor is not None:
-            self.executor.shutdown(wait=False, cancel_futures=True)
+        for pool in (self.executor, self.decode_executor):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
 
     async def _load_all(self) -> None:
         """Load each model in the thread pool, one at a time; each serves as soon as it is warmed up."""
