@@ -136,7 +136,11 @@ class _Rpc:
 
     async def __call__(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = time.perf_counter()
-        call = CallInfo(started, self._deadline(context))
+        # the request's deadline: the earlier of the client's and --request-timeout, in loop.time()
+        remaining = context.time_remaining()
+        if self.timeout > 0:
+            remaining = self.timeout if remaining is None else min(remaining, self.timeout)
+        call = CallInfo(started, None if remaining is None else asyncio.get_running_loop().time() + remaining)
         code = grpc.StatusCode.OK
         try:
             try:
@@ -172,23 +176,12 @@ class _Rpc:
                 )
         raise AssertionError("unreachable: context.abort raises")
 
-    def _deadline(self, context: grpc.aio.ServicerContext) -> float | None:
-        """The earlier of the client's deadline and --request-timeout, in ``loop.time()``."""
-        remaining = context.time_remaining()
-        if self.timeout > 0:
-            remaining = self.timeout if remaining is None else min(remaining, self.timeout)
-        return None if remaining is None else asyncio.get_running_loop().time() + remaining
-
 
 def _handler(service: InferenceService, timeout: float, admin_enabled: bool) -> grpc.GenericRpcHandler:
     methods = {}
     for name, message in RPCS.items():
-        rpc = _Rpc(name, message, getattr(service, name), timeout)
-
-        async def unary(body: bytes, context: grpc.aio.ServicerContext, rpc: _Rpc = rpc) -> bytes:
-            return await rpc(body, context)  # a coroutine function: grpc.aio runs it on the loop
-
-        handler = grpc.unary_unary_rpc_method_handler(unary)
+        # grpc.aio tells coroutine handlers apart with inspect.iscoroutinefunction: hand it the bound method
+        handler = grpc.unary_unary_rpc_method_handler(_Rpc(name, message, getattr(service, name), timeout).__call__)
         if METHOD_SCOPES.get(name) is Scope.ADMIN and not admin_enabled:
             handler = closed_repository(handler, name)
         methods[name] = handler

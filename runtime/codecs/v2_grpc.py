@@ -86,11 +86,9 @@ def decode_request(message: pb.ModelInferRequest, max_elements: int) -> tuple[In
         else:
             numpy_dtype(datatype)
             inputs[name] = _from_contents(name, datatype, shape, count, tensor.contents)
-    outputs = None
-    if message.outputs:
-        outputs = [o.name for o in message.outputs[:]]
-        if len(set(outputs)) != len(outputs):
-            raise BadRequest("an output is requested twice")
+    outputs = [o.name for o in message.outputs[:]] or None
+    if outputs is not None and len(set(outputs)) != len(outputs):
+        raise BadRequest("an output is requested twice")
     request = InferenceRequest(
         inputs=inputs,
         outputs=outputs,
@@ -142,12 +140,13 @@ _WIDE = {
 
 def encode_response(response: InferenceResponse, raw: bool) -> bytes:
     """The serialized ``ModelInferResponse``: raw contents (written by ``grpc_wire``) or typed ones."""
-    kinds = [_kind(array) for _, array in response.outputs]
+    kinds = [_KINDS.get(array.dtype) or _kind(array) for _, array in response.outputs]
     if raw or any(not kind.info.grpc_contents for kind in kinds):
-        outputs = [
-            (name, kind, array.shape, _raw_bytes(kind, array))
-            for (name, array), kind in zip(response.outputs, kinds, strict=True)
-        ]
+        outputs = []
+        for (name, array), kind in zip(response.outputs, kinds, strict=True):
+            # tobytes is C order already; only a non-native byte order (or BYTES) needs the general encoder
+            data = array.tobytes() if _LITTLE and array.dtype.isnative and kind is not _BYTES else None
+            outputs.append((name, kind, array.shape, data or v2_binary.tensor_to_bytes(kind.value, array)))
         return grpc_wire.raw_response(response.model_name, response.model_version, response.id, outputs)
     message = pb.ModelInferResponse(model_name=response.model_name, model_version=response.model_version)
     if response.id is not None:
@@ -178,10 +177,4 @@ def _kind(array: np.ndarray) -> datatypes.Datatype:
 
 
 _LITTLE = sys.byteorder == "little"
-
-
-def _raw_bytes(kind: datatypes.Datatype, array: np.ndarray) -> bytes:
-    """An output's raw contents: ``tobytes`` is already C order, so only the byte order may need work."""
-    if _LITTLE and kind is not datatypes.Datatype.BYTES and array.dtype.isnative:
-        return array.tobytes()
-    return v2_binary.tensor_to_bytes(kind.value, array)
+_BYTES = datatypes.Datatype.BYTES
