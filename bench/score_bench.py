@@ -11,9 +11,12 @@ scoring job's own time (read, score, write, commit: Spark's action), which the c
 does not blur; the start-up and fixed cost is the intercept of the end-to-end wall time, reported
 apart, in seconds. References, on the same files:
 
-* tabular MLP: one process reading the parquet with pyarrow and running onnxruntime on batches of
-  10,000 rows (onnxruntime's default threads: every core);
-* the same MLP in a plain ``mapInPandas`` job whose rows travel as pandas object columns;
+* tabular MLP, over a table with one float column per feature (f0 ... f31, fed to the [N, 32] input
+  with ``--map x='f*'``): one process reading the parquet with pyarrow and running onnxruntime on
+  batches of 10,000 rows (onnxruntime's default threads: every core);
+* the same MLP in a plain ``mapInPandas`` job: the features as a pandas frame, onnxruntime per
+  batch, and each row's output vector back through a pandas object column;
+* for A/B, ``python -m score`` over the same rows held in one array column (list<float>);
 * MobileNetV2: one process decoding each JPEG with Pillow (the server's decoder) and running
   onnxruntime on batches of 64 (default threads).
 
@@ -60,15 +63,30 @@ def load() -> float:
 
 
 # ---- inputs ---------------------------------------------------------------------------------------------
-def write_table(path: Path, rows: int, width: int) -> Path:
+def feature_names(width: int) -> list[str]:
+    return [f"f{j}" for j in range(width)]
+
+
+def write_table(path: Path, rows: int, width: int, layout: str = "columns") -> Path:
+    """``rows`` random feature rows as pyarrow writes them (its defaults): ``columns`` is the usual
+    table, one float column per feature (f0, f1, ...); ``array`` holds them in one array column x."""
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(rows)
-    with pq.ParquetWriter(path / "part-0.parquet", pa.schema([("id", pa.int64()), ("x", pa.list_(pa.float32()))])) as w:
+    if layout == "array":
+        schema = pa.schema([("id", pa.int64()), ("x", pa.list_(pa.float32()))])
+    else:
+        schema = pa.schema([("id", pa.int64()), *[(name, pa.float32()) for name in feature_names(width)]])
+    with pq.ParquetWriter(path / "part-0.parquet", schema) as w:
         for start in range(0, rows, ROW_GROUP):
             n = min(ROW_GROUP, rows - start)
-            values = pa.array(rng.standard_normal(n * width, dtype=np.float32))
-            column = pa.ListArray.from_arrays(pa.array(np.arange(n + 1, dtype=np.int32) * width), values)
-            w.write_table(pa.table({"id": np.arange(start, start + n), "x": column}), row_group_size=ROW_GROUP)
+            values = rng.standard_normal((n, width), dtype=np.float32)
+            if layout == "array":
+                offsets = pa.array(np.arange(n + 1, dtype=np.int32) * width)
+                columns = {"x": pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)))}
+            else:
+                columns = {name: values[:, j] for j, name in enumerate(feature_names(width))}
+            batch = pa.table({"id": np.arange(start, start + n), **columns}, schema=schema)
+            w.write_table(batch, row_group_size=ROW_GROUP)
     return path
 
 
@@ -91,16 +109,17 @@ def ort_session(model: Path):
     return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
 
 
-def reference_table(table: Path, model: Path) -> float:
+def reference_table(table: Path, model: Path, width: int) -> float:
+    """The same parquet (one column per feature) read with pyarrow, 10,000 rows per onnxruntime call."""
     session = ort_session(model)
     name = session.get_inputs()[0].name
     started = time.perf_counter()
     rows = 0
-    for batch in pq.ParquetFile(table / "part-0.parquet").iter_batches(batch_size=10_000, columns=["x"]):
-        column = batch.column(0)
-        x = column.flatten().to_numpy().reshape(len(column), -1)
+    features = feature_names(width)
+    for batch in pq.ParquetFile(table / "part-0.parquet").iter_batches(batch_size=10_000, columns=features):
+        x = np.column_stack([column.to_numpy() for column in batch.columns])
         session.run(None, {name: x})
-        rows += len(column)
+        rows += batch.num_rows
     return rows / (time.perf_counter() - started)
 
 
@@ -118,12 +137,18 @@ def reference_images(folder: Path, version_dir: Path) -> float:
 
 # ---- Spark runs -----------------------------------------------------------------------------------------------
 def score_seconds(
-    source: Path, repository: Path, model: str, executors: int, out: Path, keep: list[str]
+    source: Path,
+    repository: Path,
+    model: str,
+    executors: int,
+    out: Path,
+    keep: list[str],
+    mapping: dict[str, str] | None = None,
 ) -> tuple[float, float]:
     """(end-to-end wall seconds, the scoring job's seconds)."""
     shutil.rmtree(out, ignore_errors=True)
     job = Job(input=str(source), repository=repository, model=model, output=str(out), master=master(executors))
-    job.keep, job.conf = keep, SPARK_CONF
+    job.keep, job.conf, job.mapping = keep, SPARK_CONF, mapping or {}
     started = time.perf_counter()
     result = run(job)
     seconds = time.perf_counter() - started
@@ -131,14 +156,16 @@ def score_seconds(
     return seconds, result.job_seconds
 
 
-def pandas_seconds(source: Path, model: Path, executors: int, out: Path) -> tuple[float, float]:
-    """The plain job: mapInPandas, rows as pandas object columns, np.stack, onnxruntime, lists back."""
+def pandas_seconds(source: Path, model: Path, width: int, executors: int, out: Path) -> tuple[float, float]:
+    """The plain job: mapInPandas, the feature columns as one numpy array, onnxruntime, and each row's
+    output vector back as a pandas object column of lists (Spark's defaults otherwise)."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     spark = session(Job(input="", repository=Path("."), model="", output="", master=master(executors), conf=SPARK_CONF))
     try:
         spark.sparkContext.addFile(str(model))
         name = model.name
+        features = feature_names(width)
 
         def predict(frames):
             import onnxruntime as ort
@@ -150,7 +177,7 @@ def pandas_seconds(source: Path, model: Path, executors: int, out: Path) -> tupl
             sess = ort.InferenceSession(SparkFiles.get(name), options, providers=["CPUExecutionProvider"])
             input_name = sess.get_inputs()[0].name
             for frame in frames:
-                x = np.stack(frame["x"].to_numpy()).astype(np.float32)
+                x = frame[features].to_numpy(dtype=np.float32)
                 y = sess.run(None, {input_name: x})[0]
                 yield pd.DataFrame({"id": frame["id"], "y": list(y)})
 
@@ -211,7 +238,7 @@ def table_markdown(results: dict) -> str:
     lines.append("")
     mlp = results.get("mlp", {}).get("runs", [])
     plain = [r for r in mlp if r["name"].startswith("plain")]
-    ours = [r for r in mlp if r["name"].startswith("python -m score")]
+    ours = [r for r in mlp if r["name"].startswith("python -m score") and "(A/B)" not in r["name"]]
     if plain and ours and plain[0]["rows_per_s"] > 0 and ours[-1]["rows_per_s"] > 0:
         ratio = ours[-1]["rows_per_s"] / plain[0]["rows_per_s"]
         lines.append(f"`python -m score` ({ours[-1]['name'].split(', ')[1]}) / plain mapInPandas: **{ratio:.2f}x**.")
@@ -225,6 +252,10 @@ def table_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+class _Skip(Exception):
+    """--skip-images: the table part is done."""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, required=True, help="bench/build_models.py's output directory")
@@ -232,6 +263,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="300,900", help="two image-folder sizes")
     parser.add_argument("--executors", default="1,2")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--skip-array", action="store_true", help="skip the array-column A/B run of the MLP")
+    parser.add_argument("--skip-images", action="store_true", help="score the table only")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
     repository = args.models / "repo"
@@ -244,12 +277,13 @@ def main(argv: list[str] | None = None) -> int:
         mlp_dir = repository / "mlp" / "1"
         width = read_manifest(mlp_dir).inputs[0].shape[1]
         tables = [write_table(work / f"table-{n}", n, width) for n in rows]
-        score_seconds(tables[0], repository, "mlp", executors[0], work / "out", ["id"])  # warm-up, discarded
+        features = {"x": "f*"}  # --map x='f*': the 32 feature columns, in the table's order
+        score_seconds(tables[0], repository, "mlp", executors[0], work / "out", ["id"], features)  # warm-up
         runs = [
             measure(
                 f"python -m score, {e} executor(s)",
                 rows,
-                lambda i, e=e: score_seconds(tables[i], repository, "mlp", e, work / "out", ["id"]),
+                lambda i, e=e: score_seconds(tables[i], repository, "mlp", e, work / "out", ["id"], features),
             )
             for e in executors
         ]
@@ -257,11 +291,24 @@ def main(argv: list[str] | None = None) -> int:
             measure(
                 f"plain mapInPandas, {max(executors)} executors",
                 rows,
-                lambda i: pandas_seconds(tables[i], mlp_dir / "model.onnx", max(executors), work / "out"),
+                lambda i: pandas_seconds(tables[i], mlp_dir / "model.onnx", width, max(executors), work / "out"),
             )
         )
-        reference = reference_table(tables[-1], mlp_dir / "model.onnx")
+        reference = reference_table(tables[-1], mlp_dir / "model.onnx", width)
         print(f"mlp pyarrow + onnxruntime loop: {reference:,.0f} rows/s", flush=True)
+        if not args.skip_array:  # the same rows in one array column x: what the JVM pays for list<float>
+            for table in tables:
+                shutil.rmtree(table)
+            arrays = [write_table(work / f"array-{n}", n, width, layout="array") for n in rows]
+            runs.append(
+                measure(
+                    f"python -m score, {max(executors)} executors, array column x (A/B)",
+                    rows,
+                    lambda i: score_seconds(arrays[i], repository, "mlp", max(executors), work / "out", ["id"]),
+                )
+            )
+            for table in arrays:
+                shutil.rmtree(table)
         results["mlp"] = {
             "reference_name": "pyarrow + onnxruntime loop, batches of 10,000",
             "reference_rows": f"{rows[-1]:,}",
@@ -269,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
             "runs": runs,
         }
 
+        if args.skip_images:
+            raise _Skip
         net_dir = repository / "mobilenetv2" / "1"
         folders = [write_images(work / f"images-{n}", n) for n in images]
         runs = [
@@ -287,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
             "reference_rows_per_s": reference,
             "runs": runs,
         }
+    except _Skip:
+        pass
     finally:
         shutil.rmtree(work, ignore_errors=True)
     results["load_end"] = load()

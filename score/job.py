@@ -9,7 +9,8 @@ looks complete. This module only wires the server's engine into ``DataFrame.mapI
   ``SparkContext.addArchive``: a cluster needs no shared filesystem for it;
 * ``score``, ``runtime`` and ``bundle`` go as one zip through ``addPyFile``, so the executors' Python
   environment only needs the third-party packages (onnxruntime or pypmml, numpy, pillow, pyarrow);
-* Arrow batches hold ``--batch-rows`` rows (``spark.sql.execution.arrow.maxRecordsPerBatch``).
+* Arrow batches hold ``--batch-rows`` rows (``spark.sql.execution.arrow.maxRecordsPerBatch``), and
+  the few session settings that batch scoring needs (``scoring_conf``) hold for the job only.
 """
 
 from __future__ import annotations
@@ -327,9 +328,9 @@ def run(job: Job, spark: Any = None) -> Result:
         from pyspark.sql.pandas.types import to_arrow_schema
 
         plan.output_schema = to_arrow_schema(schema)
-        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(plan.batch_rows))
+        restore = apply_conf(spark, scoring_conf(plan, fmt, sc.defaultParallelism), job.conf)
         counters = (sc.accumulator(0), sc.accumulator(0), sc.accumulator({}, _PidCounts()))
-        needed = list(dict.fromkeys([*plan.keep, *(f.column for f in plan.feeds)]))
+        needed = list(dict.fromkeys([*plan.keep, *(c for f in plan.feeds for c in f.sources)]))
         scored = frame.select(*needed).mapInArrow(functools.partial(_map, plan, counters), schema)
         if output_format == "csv":  # CSV has no arrays: they are written as JSON text
             from pyspark.sql import functions as F
@@ -340,11 +341,16 @@ def run(job: Job, spark: Any = None) -> Result:
         writer = scored.write.format(output_format).mode("overwrite" if job.overwrite else "errorifexists")
         if output_format == "csv":
             writer = writer.option("header", "true")
+        if output_format == "parquet":
+            for key in undictionaried(plan):
+                writer = writer.option(key, "false")
         writing = time.perf_counter()
         try:
             writer.save(job.output)
         except Exception as exc:
             raise ScoreError(job_failure(exc), status=1) from None
+        finally:
+            restore()
         loads: dict[int, int] = counters[2].value
         return Result(
             rows=counters[0].value,
@@ -366,6 +372,70 @@ def run(job: Job, spark: Any = None) -> Result:
 
                 shutil.rmtree(Path(pyspark.__file__).parent / "work" / app, ignore_errors=True)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
+ARROW_UNLIMITED_BYTES = str(2**31 - 1)  # Spark's own "no byte limit" for spark.sql.execution.arrow.maxBytesPerBatch
+TASKS_PER_CORE = 4  # image folders: enough tasks to keep every core busy to the end, few enough to be cheap
+
+
+def scoring_conf(plan: planning.Plan, fmt: str, cores: int) -> dict[str, str]:
+    """The Spark SQL settings this job runs with, and why (docs/batch.md, "Performance", has the profile):
+
+    * ``arrow.maxRecordsPerBatch``: ``--batch-rows`` rows per Arrow batch, so one batch is one model call.
+    * ``arrow.maxBytesPerBatch``: unlimited for tables. With a byte limit, Spark measures the Arrow
+      batch after every row it appends (every column's buffers), which cost a quarter of the
+      executor's time on a 33-column table. A table row's size is bounded by its columns, so the
+      row count alone bounds the batch. Image rows (whole files) keep Spark's byte limit.
+    * ``files.openCostInBytes`` and ``files.minPartitionNum`` for a folder of images: Spark counts
+      4 MB for opening each file, so small images made one task per few files (225 tasks for 900
+      photos), each with its own scheduling and Arrow stream. Scoring an image costs far more than
+      opening it: count nothing for the open, and split the folder into ``TASKS_PER_CORE`` tasks
+      per core (``spark.sql.files.maxPartitionBytes`` still caps a task's bytes).
+    """
+    conf = {BATCH_ROWS_KEY: str(plan.batch_rows)}
+    if not any(f.kind == "image" for f in plan.feeds):
+        conf["spark.sql.execution.arrow.maxBytesPerBatch"] = ARROW_UNLIMITED_BYTES
+    if fmt == "images":
+        conf["spark.sql.files.openCostInBytes"] = "0"
+        conf["spark.sql.files.minPartitionNum"] = str(max(1, cores) * TASKS_PER_CORE)
+    return conf
+
+
+def apply_conf(spark: Any, conf: dict[str, str], user: dict[str, str]) -> Any:
+    """Set ``conf`` on the session, except what the user set (``--conf`` or spark-submit's); returns
+    a function that puts the session's previous values back (a caller's session outlives the job)."""
+    submitted = spark.sparkContext.getConf()
+    previous: dict[str, str | None] = {}
+    for key, value in conf.items():
+        if key != BATCH_ROWS_KEY and (key in user or submitted.contains(key)):
+            continue  # --batch-rows is the user's say on batch rows; the others are theirs to override
+        previous[key] = spark.conf.get(key, None)
+        spark.conf.set(key, value)
+
+    def restore() -> None:
+        for key, value in previous.items():
+            if value is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, value)
+
+    return restore
+
+
+def undictionaried(plan: planning.Plan) -> list[str]:
+    """Parquet writer settings that turn dictionary encoding off for the float outputs, column by column.
+
+    Parquet tries a dictionary for every column first and falls back to plain encoding once the
+    dictionary outgrows its page; model scores are continuous, so for them the attempt never pays
+    and costs a hash-map insert per value (the profile in docs/batch.md). Labels and other text keep
+    their dictionary. The column paths are Parquet's: a Spark array is ``NAME.list.element``."""
+    keys = []
+    for emit in plan.emits:
+        if emit.datatype in ("FP16", "FP32", "FP64"):
+            path = ".".join([emit.column, *["list", "element"] * emit.rank])
+            keys.append(f"parquet.enable.dictionary#{path}")
+    return keys
 
 
 def _guess_output_format(path: str) -> str:

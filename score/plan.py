@@ -6,6 +6,10 @@ model input and one ``Emit`` per output column. Column kinds follow the manifest
 
 * ``scalar``: a ``[N]`` or ``[N, 1]`` input takes a numeric (or, for BYTES, string) column;
 * ``array``: an ``[N, K, ...]`` input takes an array column (nested arrays for more axes);
+* ``columns``: an ``[N, K]`` input takes K numeric columns, one per feature, named by ``--map
+  INPUT=f0,f1,...`` or a glob (``--map INPUT='f*'``, in the table's column order). Tables usually
+  hold one column per feature, and Spark hands Python a primitive Arrow vector per column, which is
+  cheaper on the JVM than an array column (one list element at a time);
 * ``image``: the bundle's image input takes a binary column holding an encoded image, which is
   decoded exactly as ``/api/models/{name}/image`` decodes an upload;
 * ``field``: a PMML field, one column each.
@@ -15,6 +19,7 @@ Errors here are ``PlanError``: a message naming the column or input, for the com
 
 from __future__ import annotations
 
+import fnmatch
 from dataclasses import dataclass, field
 
 from bundle.manifest import Manifest, TensorSpec
@@ -33,9 +38,15 @@ class PlanError(ValueError):
 @dataclass(frozen=True)
 class Feed:
     input: str  # model input name
-    column: str  # table column
-    kind: str  # scalar | array | image | field
+    column: str  # table column (the first of ``columns`` for kind ``columns``)
+    kind: str  # scalar | array | columns | image | field
     spec: TensorSpec
+    columns: tuple[str, ...] = ()  # kind ``columns``: one numeric column per feature, in the input's order
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every table column this input reads."""
+        return self.columns or (self.column,)
 
 
 @dataclass(frozen=True)
@@ -153,9 +164,56 @@ def _names(columns: dict[str, str]) -> str:
     return "columns: " + ", ".join(columns) if columns else "no columns"
 
 
+def is_column_list(value: str) -> bool:
+    """``--map INPUT=VALUE`` names several columns when VALUE is a comma list or holds a glob."""
+    return "," in value or any(c in value for c in "*?[")
+
+
+def expand_columns(value: str, columns: dict[str, str]) -> list[str]:
+    """A comma list of column names and globs, each glob expanded in the table's column order."""
+    names: list[str] = []
+    for part in (p.strip() for p in value.split(",")):
+        if not part:
+            raise PlanError(f"--map ...={value}: an empty column name in the list")
+        if any(c in part for c in "*?["):
+            matched = [c for c in columns if fnmatch.fnmatchcase(c, part)]
+            if not matched:
+                raise PlanError(f"--map ...={value}: no column matches {part!r} (the input has {_names(columns)})")
+            names += matched
+        else:
+            names.append(part)
+    seen = set()
+    for name in names:
+        if name in seen:
+            raise PlanError(f"--map ...={value}: column {name!r} is named twice")
+        seen.add(name)
+    return names
+
+
+def _columns_feed(manifest: Manifest, spec: TensorSpec, value: str, columns: dict[str, str]) -> Feed:
+    """An ``[N, K]`` input fed by K numeric columns, one per feature."""
+    shape = f"{spec.datatype} {list(spec.shape)}"
+    where = f"model {manifest.name!r} input {spec.name!r} ({shape}, --map {spec.name}={value})"
+    if manifest.format == "pmml" or len(spec.shape) != 2 or spec.datatype == "BYTES":
+        raise PlanError(f"{where}: only a numeric [N, K] input can be fed from several columns")
+    names = expand_columns(value, columns)
+    missing = [n for n in names if n not in columns]
+    if missing:
+        raise PlanError(f"{where} needs a column {missing[0]!r}; the input has {_names(columns)}")
+    wrong = [n for n in names if columns[n] != "numeric"]
+    if wrong:
+        raise PlanError(f"{where}: column {wrong[0]!r} must be a numeric column, not {columns[wrong[0]]}")
+    width = spec.shape[1]
+    if width >= 0 and len(names) != width:
+        raise PlanError(f"{where}: the input takes {width} values per row, and {len(names)} columns were named")
+    return Feed(spec.name, names[0], "columns", spec, tuple(names))
+
+
 def _feed(
     manifest: Manifest, spec: TensorSpec, mapping: dict[str, str], columns: dict[str, str], image_input: str | None
 ) -> Feed:
+    if spec.name in mapping and is_column_list(mapping[spec.name]) and mapping[spec.name] not in columns:
+        return _columns_feed(manifest, spec, mapping[spec.name], columns)
     column = mapping.get(spec.name, spec.name)
     if column not in columns:
         hint = "" if spec.name in mapping else f" (or name one with --map {spec.name}=COLUMN)"

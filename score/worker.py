@@ -166,10 +166,10 @@ def _columnar(
         if feed.kind == "image":
             inputs[feed.input] = decoded
             continue
-        column = batch.column(feed.column)
+        picked = [batch.column(c) for c in feed.sources]
         if len(good) != batch.num_rows:
-            column = column.take(pa.array(good))
-        inputs[feed.input] = _column_array(feed, column)
+            picked = [column.take(pa.array(good)) for column in picked]
+        inputs[feed.input] = _columns_array(feed, picked) if feed.kind == "columns" else _column_array(feed, picked[0])
     return inputs, good
 
 
@@ -190,6 +190,14 @@ def _decode_images(
     shape = (0, *pixels[0].shape) if pixels else (0,)
     stacked = np.stack(pixels) if pixels else np.empty(shape, dtype=np.float32)
     return stacked, np.asarray(good, dtype=np.int64)
+
+
+def _columns_array(feed: Feed, columns: list[pa.Array]) -> np.ndarray:
+    """K numeric columns as one [N, K] array: each primitive column is copied once into its place."""
+    if any(column.null_count for column in columns):
+        raise _RowByRow  # a null feature: the row-by-row path scores it as the server would (NaN)
+    stacked = np.column_stack([column.to_numpy(zero_copy_only=False) for column in columns])
+    return _cast(feed.spec.datatype, stacked)
 
 
 def _column_array(feed: Feed, column: pa.Array) -> np.ndarray:
@@ -250,7 +258,7 @@ def _cast(datatype: str, values: np.ndarray) -> np.ndarray:
 def _row_by_row(
     plan: Plan, engine: Engine, batch: pa.RecordBatch, errors: list[str | None]
 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    columns = {f.input: batch.column(f.column).to_pylist() for f in plan.feeds}
+    columns = {f.input: _row_values(batch, f) for f in plan.feeds}
     checked_rows, good = [], []
     for i in range(batch.num_rows):
         try:
@@ -262,6 +270,13 @@ def _row_by_row(
         return {}, np.empty(0, dtype=np.int64)
     checked = {name: np.concatenate([r[name] for r in checked_rows]) for name in checked_rows[0]}
     return checked, np.asarray(good, dtype=np.int64)
+
+
+def _row_values(batch: pa.RecordBatch, feed: Feed) -> list[Any]:
+    """The input's value in each row; for a feed of several columns, one list per row."""
+    if feed.kind == "columns":
+        return [list(values) for values in zip(*(batch.column(c).to_pylist() for c in feed.columns), strict=True)]
+    return batch.column(feed.column).to_pylist()
 
 
 def row_inputs(plan: Plan, engine: Engine, row: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -309,7 +324,7 @@ def _assemble(
     for emit in plan.emits:
         target = schema.field(emit.column).type
         if emit.column == ERROR_COLUMN:
-            arrays.append(pa.array(errors, type=target))
+            arrays.append(pa.nulls(rows, type=target) if everything else pa.array(errors, type=target))
             continue
         if emit.column == LABEL_COLUMN and emit.output is None:
             values = top[0] if top is not None else None

@@ -37,6 +37,7 @@ SPARK_CONF = {"spark.ui.enabled": "false", "spark.task.maxFailures": "1"}
 ROWS = 10_400
 FILES = 8  # one parquet file each: at least 8 tasks for 2 executors
 
+NULL_FEATURE = (300, 5)  # row, feature: f5 is null in row 300 of the one-column-per-feature copy
 # Rows each model must refuse, and why (checked against the server's 400 for the same row).
 BAD_FEATURES = {17: "seven values", 4242: "null array", 9001: "a null inside"}
 BAD_CLAIMS = {23: "null age", 5000: "car_location not allowed", 10_399: "null car_location"}
@@ -107,6 +108,13 @@ def features_cell(features: np.ndarray, row: int) -> list | None:
     )
 
 
+def _feature_column(features: np.ndarray, j: int) -> list[float | None]:
+    values: list[float | None] = features[:, j].tolist()
+    if j == NULL_FEATURE[1]:
+        values[NULL_FEATURE[0]] = None
+    return values
+
+
 @pytest.fixture(scope="session")
 def table(tmp_path_factory: pytest.TempPathFactory) -> Table:
     rng = np.random.default_rng(11)
@@ -130,6 +138,8 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> Table:
             "age": pa.array([c["age"] for c in claims], pa.float64()),
             "salary": pa.array([c["salary"] for c in claims], pa.float64()),
             "car_location": pa.array([c["car_location"] for c in claims], pa.string()),
+            # The same features one column each (f0 ... f7), as tables usually hold them.
+            **{f"f{j}": pa.array(_feature_column(features, j), pa.float64()) for j in range(features.shape[1])},
         }
     )
     step = ROWS // FILES
