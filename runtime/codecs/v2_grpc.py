@@ -10,10 +10,11 @@ Every malformed input is a ``BadRequest`` naming the tensor, and every limit the
 applies here too (elements per tensor; the message size is gRPC's own limit).
 
 Both directions run once per call on the event loop, so the common case (fixed-size datatypes, raw
-contents) takes a short path: the datatype's little-endian dtype from a table built once, one
-``np.frombuffer`` per input, one ``tobytes`` per output, each message field read once (every read of a
-upb field builds a Python object). Anything unusual (BYTES, an unknown datatype, a wrong byte length,
-a negative dimension, too many elements) goes to the general code, which raises the shared messages.
+contents) takes a short path: the datatype's little-endian dtype from a table built once, one read-only
+array over the received bytes per input, one ``tobytes`` per output and the answer's wire bytes written
+by ``grpc_wire``, each message field read once (every read of a upb field builds a Python object).
+Anything unusual (BYTES, an unknown datatype, a wrong byte length, a negative dimension, too many
+elements) goes to the general code, which raises the shared messages.
 """
 
 from __future__ import annotations
