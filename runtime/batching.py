@@ -95,6 +95,7 @@ class Batcher:
         # running average of engine.predict's own time, seeded by the warm-up's one-row run; inf: not measured yet
         self._compute_s = getattr(engine, "run_seconds", None) or float("inf")
         self._busy = 0  # workers between taking a job and answering it
+        self._batch_axis = engine.manifest.max_batch_size != 0  # requests' first axis counts rows
 
     @property
     def batching(self) -> bool:
@@ -122,8 +123,7 @@ class Batcher:
                 retry_after=1,
             )
         first = next(iter(inputs.values()), None)
-        batched = self.engine.manifest.max_batch_size != 0 and first is not None and first.ndim > 0
-        rows = int(first.shape[0]) if batched else 1  # type: ignore[union-attr]
+        rows = int(first.shape[0]) if self._batch_axis and first is not None and first.ndim > 0 else 1
         if not self._waiting and not self._busy and not self.delay_s and self._inline(inputs):
             return self._run_now(inputs, outputs, rows)
         loop = asyncio.get_running_loop()
@@ -146,7 +146,12 @@ class Batcher:
 
     def _inline(self, inputs: dict[str, np.ndarray]) -> bool:
         """Whether a run of ``inputs`` is cheap enough to do on the event loop (see the module docstring)."""
-        return self._compute_s < INLINE_BELOW_S and sum(a.size for a in inputs.values()) <= INLINE_MAX_ELEMENTS
+        if self._compute_s >= INLINE_BELOW_S:
+            return False
+        size = 0
+        for array in inputs.values():  # a loop: cheaper than sum() over a generator, on every request
+            size += array.size
+        return size <= INLINE_MAX_ELEMENTS
 
     def _run_now(
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, rows: int

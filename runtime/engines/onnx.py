@@ -102,6 +102,12 @@ class OnnxEngine:
         self.manifest = manifest
         self._all_outputs = [o.name for o in manifest.outputs]
         self._string_inputs = {s.name for s in manifest.inputs if s.datatype == "BYTES"}
+        # The C session under onnxruntime's Python ``InferenceSession.run``: that wrapper re-checks the input
+        # names (``self.validate`` has) and supports provider fallback (the CPU provider has none to fall back
+        # to). Skipping it is measurable on a tiny model (docs/runtime.md, "Per-call cost").
+        # Not there in some onnxruntime build: the public method.
+        inner = getattr(session, "_sess", None)
+        self._run = inner.run if inner is not None and hasattr(inner, "run") else session.run
         self.batching_pays: bool | None = None  # measured by warmup(); None: not measured
         self.run_seconds: float | None = None  # warm-up: the best time of a one-row run
         self.validate = InputCheck(manifest)  # validate(inputs) -> inputs checked against the manifest
@@ -110,7 +116,7 @@ class OnnxEngine:
         names = list(outputs) if outputs else self._all_outputs
         feed = {k: _as_text(v) for k, v in inputs.items()} if self._string_inputs else inputs
         try:
-            results = self.session.run(names, feed)
+            results = self._run(names, feed, None)
         except InvalidArgument as exc:  # input-dependent (e.g. a shape the graph's Reshape cannot take)
             raise BadRequest(f"model {self.manifest.name!r} rejected the input: {exc}") from exc
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidArgument types
