@@ -40,7 +40,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--master", help="Spark master (default: spark-submit's, else local[*])")
     p.add_argument("--input-format", choices=INPUT_FORMATS, help="default: from the path")
     p.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: from the path, else parquet")
-    p.add_argument("--map", action="append", default=[], metavar="INPUT=COLUMN", help="feed INPUT from COLUMN")
+    p.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="INPUT=COLUMN",
+        help="feed INPUT from COLUMN; an [N,K] input from K numeric columns: INPUT=f0,f1,... or INPUT='f*'",
+    )
     p.add_argument("--keep", help="input columns to carry through to the output, comma-separated (an id)")
     p.add_argument("--batch-rows", type=int, help="rows per Arrow batch and model call (default 10000; 64 for images)")
     p.add_argument("--fail-on-error", action="store_true", help="stop the job at the first bad row")
