@@ -72,8 +72,9 @@ def decode_request(message: pb.ModelInferRequest, max_elements: int) -> tuple[In
         if name in inputs:
             raise BadRequest(f"input {name!r} is given twice")
         count = math.prod(shape)  # int64 dimensions: only the sign and the limit are left to check
-        if count > max_elements or (shape and min(shape) < 0):
-            v2_json.element_count(name, shape, max_elements)  # raises the shared message
+        if count > max_elements or (shape and min(shape) < 0):  # raise the shared messages
+            v2_json.check_shape(name, shape)
+            v2_json.element_count(name, shape, max_elements)
         if raw:
             if tensor.HasField("contents"):
                 raise BadRequest(f"input {name!r}: send contents or raw_input_contents, not both")

@@ -206,6 +206,12 @@ def test_malformed_messages_are_invalid_argument(channel, server):
     code, details = _status(lambda: _raw_call(channel, bad_prefix.SerializeToString()))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "runs past" in details
 
+    for shape in ([-1, 4], [-2, -2]):  # a negative dimension, also where the element count comes out positive
+        negative = pb.ModelInferRequest(model_name="mlp", raw_input_contents=[b"\x00" * 16])
+        negative.inputs.add(name="x", datatype="FP32", shape=shape)
+        code, details = _status(lambda message=negative: _raw_call(channel, message.SerializeToString()))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "negative dimension" in details, details
+
     count = pb.ModelInferRequest(model_name="mlp", raw_input_contents=[b"", b""])
     count.inputs.add(name="x", datatype="FP32", shape=[1, 4])
     code, details = _status(lambda: _raw_call(channel, count.SerializeToString()))
