@@ -7,9 +7,9 @@ model input and one ``Emit`` per output column. Column kinds follow the manifest
 * ``scalar``: a ``[N]`` or ``[N, 1]`` input takes a numeric (or, for BYTES, string) column;
 * ``array``: an ``[N, K, ...]`` input takes an array column (nested arrays for more axes);
 * ``columns``: an ``[N, K]`` input takes K numeric columns, one per feature, named by ``--map
-  INPUT=f0,f1,...`` or a glob (``--map INPUT='f*'``, in the table's column order). Tables usually
-  hold one column per feature, and Spark hands Python a primitive Arrow vector per column, which is
-  cheaper on the JVM than an array column (one list element at a time);
+  INPUT=f0,f1,...`` or a glob (``--map INPUT='f*'``, in the table's column order), because tables
+  usually hold one column per feature. (It is not cheaper for Spark: its row path costs per column per
+  row, so 32 float columns cost the executor slightly more than one array of 32; docs/batch.md);
 * ``image``: the bundle's image input takes a binary column holding an encoded image, which is
   decoded exactly as ``/api/models/{name}/image`` decodes an upload;
 * ``field``: a PMML field, one column each.
