@@ -885,8 +885,10 @@ def plot(cells: list[Cell], raw: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
-def summary(cells: list[Cell], raw: dict, infos: dict, host: dict) -> str:
-    """A few lines the lead can paste into the README: the headline ratios of this run and where they came from."""
+def summary(cells: list[Cell], raw: dict, infos: dict, host: dict, paired: dict | None = None) -> str:
+    """A few lines the lead can paste into the README: the headline ratios of this run and where they came from.
+    Ratios that a target judges come from the paired rounds when the run has them."""
+    judged = {what: value.split(" ")[0] for what, value, met in paired_targets(paired or {}) if met is not None}
 
     def rps(model: str, server: str, api: str, c: int) -> float | None:
         cell = find(cells, model, server, api, c)
@@ -920,11 +922,12 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict) -> str:
         "",
         f"- Tiny MLP, V2 JSON, 8 connections: modelport {mp8 or 0:.0f} req/s = "
         f"{x(ratio(mp8, rps(mlp, 'MLServer (workers=0)', 'V2 JSON', 8)))} MLServer 1.7.1, "
-        f"{x(ratio(mp8, rps(mlp, 'bare aiohttp+ORT', 'V2 JSON', 8)))} a featureless aiohttp + onnxruntime server, "
+        f"{judged.get(PAIR_TARGETS[0].text) or x(ratio(mp8, rps(mlp, 'bare aiohttp+ORT', 'V2 JSON', 8)))} "
+        "a featureless aiohttp + onnxruntime server, "
         f"{x(ratio(mp8, rps(mlp, 'Flask+TF (gunicorn)', 'JSON', 8)))} Flask + gunicorn + TensorFlow.",
-        f"- MobileNetV2 224²: modelport {best_net or 0:.0f} req/s (best of binary tensors / image upload) = "
-        f"{x(ratio(best_net, best_flask))} Flask + TensorFlow, "
-        f"{x(ratio(best_net, raw.get(net, {}).get('best_rows_per_s')))} raw onnxruntime in-process.",
+        f"- MobileNetV2 224²: modelport {best_net or 0:.0f} req/s (best of binary tensors / image upload, "
+        f"`--workers` included) = {x(ratio(best_net, best_flask))} Flask + TensorFlow; one process, binary tensors, "
+        f"c=8: {judged.get(PAIR_TARGETS[4].text, 'n/a')} raw onnxruntime's best in-process.",
         f"- int8 (`--quantize`): MLP {x(ratio(int8_rps(mlp, 'V2 JSON'), mp8))}, MobileNetV2 "
         f"{x(ratio(int8_rps(net, 'V2 binary'), rps(net, 'modelport', 'V2 binary', 8)))} the float model's req/s (c=8); "
         f"`--workers {THREADS}` on the MLP: "
@@ -966,6 +969,7 @@ def write_report(
             f"at end {host.get('load_end', os.getloadavg())[0]:.2f} "
             "(the machine is shared: figures from a loaded machine are lower and noisier).",
             "",
+            *([f"**Merged from a second run:** {host['merged']}", ""] if host.get("merged") else []),
             f"**Method:** wrk 4.1 (`-t1`, Lua POST script bench/wrk_post.lua) in its own process, the same for every "
             "HTTP server; gRPC rows (c=1 and c=8) by bench/grpc_load.py, an asyncio client in its own process "
             "sending one pre-serialized ModelInferRequest (raw contents) through a bare grpc.aio channel, the same "
@@ -992,7 +996,7 @@ def write_report(
             *([f"**Failed in this run:** {'; '.join(failures)}", ""] if failures else []),
             "## Summary (for the README)",
             "",
-            summary(cells, raw, infos, host),
+            summary(cells, raw, infos, host, paired),
             "",
             notes.read_text() if notes.is_file() else "",
         ]
@@ -1026,7 +1030,8 @@ def main() -> int:
         infos = {(i["model"], i["server"]): i for i in saved["servers"]}
         seconds = saved.get("seconds", args.seconds)
         print(write_report(args.out, cells, saved["raw"], infos, saved["host"], seconds, [], saved.get("paired")))
-        print("\n---- summary for the README ----\n" + summary(cells, saved["raw"], infos, saved["host"]))
+        text = summary(cells, saved["raw"], infos, saved["host"], saved.get("paired"))
+        print("\n---- summary for the README ----\n" + text)
         return 0
     args.models = args.models.resolve()  # servers run with other working directories (gunicorn --chdir)
     host = machine()
@@ -1093,7 +1098,7 @@ def main() -> int:
         )
     )
     print(write_report(args.out, cells, raw, infos, host, args.seconds, failures, paired))
-    print("\n---- summary for the README ----\n" + summary(cells, raw, infos, host))
+    print("\n---- summary for the README ----\n" + summary(cells, raw, infos, host, paired))
     return 1 if failures else 0
 
 
