@@ -118,8 +118,8 @@ class ServerState:
             versions = max(versions, DYNAMIC_MODEL_ROOM)
         workers = settings.instances * 2 * max(versions, 1) + 2
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
-        # image decoding has a pool of its own: with one pool, eight concurrent uploads' decodes filled it and
-        # the model's next run waited behind them while onnxruntime's threads sat idle
+        # image decoding has a pool of its own: in one shared pool, concurrent uploads' decodes can take every
+        # thread and a model's next run then waits behind them (reasoned from the pool sizes; not measured apart)
         self.decode_executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
         self.trimmer = HeapTrimmer(self.executor, self.metrics.answered)
         for entry in repository.entries():
