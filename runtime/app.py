@@ -45,10 +45,12 @@ def _error_response(status: int, message: str, headers: dict[str, str] | None = 
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     request[STARTED] = started
-    timeout = request.app[STATE].settings.request_timeout
+    state = request.app[STATE]
+    timeout = state.settings.request_timeout
     if timeout > 0:
         request[DEADLINE] = asyncio.get_running_loop().time() + timeout
     status = 500
+    state.in_progress += 1
     try:
         response = await handler(request)
         status = response.status
@@ -69,6 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled error in %s %s", request.method, request.path)
         return _error_response(500, "internal server error (see the server log)")
     finally:
+        state.in_progress -= 1
         if access_log.isEnabledFor(logging.INFO):
             access_log.info(
                 "%s %s model=%s status=%d duration_ms=%.2f",

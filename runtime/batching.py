@@ -14,8 +14,17 @@ Models whose runs take well under a millisecond (a small MLP) run on the event l
 the thread pool costs two thread switches and a GIL hand-over per batch, several times the model (py-spy
 under wrk showed the pool hand-off as the largest cost; bench/notes.md has the profile). The decision
 follows a running average of the measured compute time, so a model that gets slower moves back to the
-pool; anything slower than ``INLINE_BELOW_S`` never blocks the loop. When nothing is queued and no worker
-is running, such a model runs in the request's own task (``_run_now``): no queue, future or task switch.
+pool. When nothing is queued and no worker is running, such a model runs in the request's own task
+(``_run_now``): no queue, future or task switch.
+
+Lone requests. A request that is the only one the server is handling (``ServerState.in_progress``, every
+protocol counted) on an idle model also runs in its own task when it is one row of at most
+``LONE_MAX_ELEMENTS`` elements and the model's runs average below ``LONE_BELOW_S``. Nothing else can be
+waiting for the loop, so blocking it costs nobody anything, while the hand-off to a pool thread and back costs
+two thread wake-ups: on the benchmark's VM about 0.2 ms each after a run of a few milliseconds (a sleeping
+vCPU wakes slowly), some 8% of a MobileNetV2 answer at c=1. With concurrent requests the pool keeps the loop
+free to read and decode the next requests while the model runs. A client that connects during a lone run waits
+for it: at most about ``LONE_BELOW_S``.
 """
 
 from __future__ import annotations
@@ -37,6 +46,8 @@ log = logging.getLogger("runtime.batching")
 
 INLINE_BELOW_S = 0.0005  # runs faster than this on average stay on the event loop (see the module docstring)
 INLINE_MAX_ELEMENTS = 65_536  # ...and only small inputs, so one unusually large request never blocks the loop
+LONE_BELOW_S = 0.025  # a lone request runs on the loop when the model's runs average below this...
+LONE_MAX_ELEMENTS = 1 << 20  # ...and it is one row of at most this many elements (see "Lone requests")
 
 
 @dataclass
@@ -92,8 +103,10 @@ class Batcher:
         self._waiting = 0  # live jobs in the queue (abandoned ones no longer count toward max_queue)
         self._workers: list[asyncio.Task] = []
         self._name = f"{engine.manifest.name}:{engine.manifest.version}"
-        # running average of engine.predict's own time, seeded by the warm-up's one-row run; inf: not measured yet
-        self._compute_s = getattr(engine, "run_seconds", None) or float("inf")
+        # running averages of engine.predict's own time, seeded by the warm-up's one-row run; inf: not measured yet.
+        # Each clamps a run at twice its own threshold, so one run slowed by a busy machine moves it little.
+        self._compute_s = getattr(engine, "run_seconds", None) or float("inf")  # for INLINE_BELOW_S
+        self._run_s = self._compute_s  # for LONE_BELOW_S
         self._busy = 0  # workers between taking a job and answering it
         self._batch_axis = engine.manifest.max_batch_size != 0  # requests' first axis counts rows
 
@@ -114,9 +127,14 @@ class Batcher:
                 job.future.set_exception(Unavailable("the server is shutting down", retry_after=1))
 
     async def infer(
-        self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, deadline: float | None
+        self,
+        inputs: dict[str, np.ndarray],
+        outputs: Sequence[str] | None,
+        deadline: float | None,
+        lone: bool = False,
     ) -> dict[str, np.ndarray]:
-        """Queue one validated request and wait for its outputs; ``deadline`` is ``loop.time()``-based."""
+        """Queue one validated request and wait for its outputs; ``deadline`` is ``loop.time()``-based.
+        ``lone``: the server handles no other request right now (see "Lone requests" above)."""
         if self._waiting >= self.max_queue:
             raise Unavailable(
                 f"model {self.engine.manifest.name!r} is overloaded: {self.max_queue} requests already queued",
@@ -124,7 +142,8 @@ class Batcher:
             )
         first = next(iter(inputs.values()), None)
         rows = int(first.shape[0]) if self._batch_axis and first is not None and first.ndim > 0 else 1
-        if not self._waiting and not self._busy and not self.delay_s and self._inline(inputs):
+        idle = not self._waiting and not self._busy and not self.delay_s
+        if idle and (self._inline(inputs) or (lone and rows <= 1 and self._lone(inputs))):
             return self._run_now(inputs, outputs, rows)
         loop = asyncio.get_running_loop()
         job = _Job(inputs, tuple(outputs) if outputs else None, loop.create_future(), time.perf_counter(), rows)
@@ -153,10 +172,19 @@ class Batcher:
             size += array.size
         return size <= INLINE_MAX_ELEMENTS
 
+    def _lone(self, inputs: dict[str, np.ndarray]) -> bool:
+        """Whether a lone request's run is short enough for the event loop (see "Lone requests")."""
+        if self._run_s >= LONE_BELOW_S:
+            return False
+        size = 0
+        for array in inputs.values():
+            size += array.size
+        return size <= LONE_MAX_ELEMENTS
+
     def _run_now(
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, rows: int
     ) -> dict[str, np.ndarray]:
-        """The fast path of a tiny model on an idle queue: run in the caller's task, right now.
+        """The fast path of a tiny model, or of a lone request, on an idle queue: run in the caller's task, now.
 
         Nothing is waiting, no worker is running and no batch delay was asked for, so queueing would only add
         two event-loop turns, a future and a task switch per request (the largest per-request cost py-spy
@@ -262,8 +290,10 @@ class Batcher:
         took = time.perf_counter() - started
         if self._compute_s == float("inf"):
             self._compute_s = min(took, 2 * INLINE_BELOW_S)
-        else:  # one run slowed by a busy machine moves the average by at most 0.1 * the threshold
+            self._run_s = min(took, 2 * LONE_BELOW_S)
+        else:  # one run slowed by a busy machine moves an average by at most 0.1 * its threshold
             self._compute_s = 0.95 * self._compute_s + 0.05 * min(took, 2 * INLINE_BELOW_S)
+            self._run_s = 0.95 * self._run_s + 0.05 * min(took, 2 * LONE_BELOW_S)
         return results
 
     def _split(self, jobs: list[_Job], results: dict[str, np.ndarray]) -> None:

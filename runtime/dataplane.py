@@ -220,7 +220,7 @@ class DataPlane:
         try:
             check_outputs(model, outputs)
             checked = model.engine.validate(inputs)
-            result = await model.batcher.infer(checked, outputs, deadline)
+            result = await model.batcher.infer(checked, outputs, deadline, lone=self.state.in_progress <= 1)
         except (ModelportError, asyncio.CancelledError):
             metrics.failure.inc()
             raise

@@ -127,12 +127,15 @@ RPCS: dict[str, type] = {  # RPC -> its request message
 class _Rpc:
     """One unary RPC on raw bytes: parse, run, map errors to a status (the one place), log."""
 
-    def __init__(self, name: str, message: type, method: Callable[..., Awaitable[Any]], timeout: float) -> None:
+    def __init__(
+        self, name: str, message: type, method: Callable[..., Awaitable[Any]], timeout: float, state: ServerState
+    ) -> None:
         self.name = name
         self.path = f"/{SERVICE}/{name}"
         self.message = message
         self.method = method
         self.timeout = timeout  # --request-timeout; 0: none
+        self.state = state  # counts the call in progress (``ServerState.in_progress``)
 
     async def __call__(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = time.perf_counter()
@@ -142,6 +145,8 @@ class _Rpc:
             remaining = self.timeout if remaining is None else min(remaining, self.timeout)
         call = CallInfo(started, None if remaining is None else asyncio.get_running_loop().time() + remaining)
         code = grpc.StatusCode.OK
+        state = self.state
+        state.in_progress += 1
         try:
             try:
                 request = self.message.FromString(body)
@@ -166,6 +171,7 @@ class _Rpc:
             log.exception("unhandled error in gRPC %s", self.name)
             await context.abort(code, "internal server error (see the server log)")
         finally:
+            state.in_progress -= 1
             if access_log.isEnabledFor(logging.INFO):
                 access_log.info(
                     "GRPC %s model=%s status=%s duration_ms=%.2f",
@@ -181,7 +187,8 @@ def _handler(service: InferenceService, timeout: float, admin_enabled: bool) -> 
     methods = {}
     for name, message in RPCS.items():
         # grpc.aio tells coroutine handlers apart with inspect.iscoroutinefunction: hand it the bound method
-        handler = grpc.unary_unary_rpc_method_handler(_Rpc(name, message, getattr(service, name), timeout).__call__)
+        rpc = _Rpc(name, message, getattr(service, name), timeout, service.dataplane.state)
+        handler = grpc.unary_unary_rpc_method_handler(rpc.__call__)
         if METHOD_SCOPES.get(name) is Scope.ADMIN and not admin_enabled:
             handler = closed_repository(handler, name)
         methods[name] = handler

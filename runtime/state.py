@@ -71,6 +71,9 @@ class ServerState:
         self.executor: ThreadPoolExecutor | None = None  # model runs (and loads)
         self.decode_executor: ThreadPoolExecutor | None = None  # image decoding (runtime/codecs/image.py)
         self.trimmer: HeapTrimmer | None = None  # returns freed heap to the OS once the models are loaded
+        # requests and calls being handled right now, every protocol (REST's middleware, gRPC's _Rpc): one means
+        # the request asking is alone, so its model may run on the event loop (runtime/batching.py, "Lone requests")
+        self.in_progress = 0
         self.phase = Phase.LOADING
         self.exit_status = 0
         self.stop_requested = asyncio.Event()  # set when the server should shut down (load failure)

@@ -17,9 +17,9 @@ DATAPLANE = web.AppKey("dataplane", DataPlane)
 TOKENS = web.AppKey("tokens", TokenTable)
 ADMIN_ENABLED = web.AppKey("admin enabled", bool)
 
-STARTED = "modelport.started"  # request key: time.perf_counter() at arrival
-DEADLINE = "modelport.deadline"  # request key: loop time after which the request gets 504
-MODEL = "modelport.model"  # request key: the model name, for the access log
+STARTED = web.RequestKey("started", float)  # time.perf_counter() at arrival
+DEADLINE = web.RequestKey("deadline", float)  # loop time after which the request gets 504
+MODEL = web.RequestKey("model", str)  # the model name, for the access log
 
 
 def json_response(value: object, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:

@@ -1,0 +1,103 @@
+"""Lone requests (runtime/batching.py): a request the server handles alone runs its model on the event loop,
+with no hand-off to a pool thread; with another request in progress, a run too slow for the loop or more than
+one row, it goes to the pool. The count of requests in progress covers REST and gRPC alike."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bundle.manifest import read_manifest
+from runtime import batching
+from runtime.batching import Batcher
+from runtime.engines import EngineOptions, load_engine
+from runtime.metrics import Metrics
+from tests.runtime import models
+from tests.support.server import serve_python
+
+ROOT = Path(__file__).resolve().parents[2]
+
+X = np.arange(4, dtype=np.float32).reshape(1, 4)
+
+
+def _batcher(tmp_path: Path, run_s: float) -> Batcher:
+    """A real engine (the tiny MLP) whose measured averages say a run takes ``run_s``."""
+    models.save(tmp_path, "m", models.mlp())
+    version_dir = tmp_path / "m" / "1"
+    engine = load_engine("onnx", version_dir, read_manifest(version_dir), EngineOptions(intra_op_threads=1))
+    batcher = Batcher(engine, Metrics().model("m", "1"), ThreadPoolExecutor(1), max_batch=4, delay_s=0.0, max_queue=8)
+    batcher._compute_s = batcher._run_s = run_s
+    return batcher
+
+
+def _finishes_without_suspending(batcher: Batcher, inputs: dict, lone: bool) -> bool:
+    coroutine = batcher.infer(inputs, None, None, lone=lone)
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return True
+    coroutine.close()
+    return False
+
+
+@pytest.mark.parametrize(
+    ("run_s", "rows", "lone", "on_the_loop"),
+    [
+        (0.004, 1, True, True),  # alone, one row, a few milliseconds: on the loop
+        (0.004, 1, False, False),  # another request in progress: the pool keeps the loop free
+        (0.004, 2, True, False),  # two rows: no bound on the run from the average of one-row runs
+        (batching.LONE_BELOW_S * 1.5, 1, True, False),  # too slow to block the loop for
+        (0.0001, 1, False, True),  # a tiny model runs on the loop whatever else is going on
+    ],
+)
+def test_which_runs_take_the_event_loop(tmp_path: Path, run_s: float, rows: int, lone: bool, on_the_loop: bool) -> None:
+    batcher = _batcher(tmp_path, run_s)
+    inputs = {"x": np.repeat(X, rows, axis=0)}
+
+    async def scenario() -> bool:
+        batcher.start()
+        try:
+            return _finishes_without_suspending(batcher, inputs, lone)
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) is on_the_loop
+
+
+def test_an_oversized_lone_request_goes_to_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(batching, "LONE_MAX_ELEMENTS", 3)  # the one row has 4 elements
+    batcher = _batcher(tmp_path, 0.004)
+
+    async def scenario() -> bool:
+        batcher.start()
+        try:
+            return _finishes_without_suspending(batcher, {"x": X}, lone=True)
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) is False
+
+
+def test_rest_and_grpc_requests_are_counted_and_a_lone_one_runs_on_the_loop(tmp_path: Path) -> None:
+    """A real REST and gRPC server in one loop (tests/runtime/lone_scenario.py), a model of a few milliseconds per
+    run (too slow for the tiny-model path): each protocol's lone request runs on the loop thread while the server
+    counts exactly that request; with another request in progress the run goes to a pool thread; the count
+    returns to zero."""
+    models.save(tmp_path, "slow", models.slow(8))
+    done = subprocess.run(
+        [serve_python(), "-m", "tests.runtime.lone_scenario", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["runs"] == [[True, 1], [True, 1], [False, 2], [False, 2]]  # REST, gRPC alone; then not alone
+    assert result["in_progress_after"] == 0
