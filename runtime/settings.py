@@ -32,7 +32,7 @@ class Settings:
     max_batch_size: int = 0  # adaptive batching cap in rows; 0: the model's own max_batch_size (off if none)
     batch_delay_ms: float = 0.0  # how long the batcher waits for more requests before running a batch
     max_queue: int = 256  # queued requests per model before 503 + Retry-After
-    instances: int = 1  # concurrent executions per model
+    instances: int = 0  # concurrent executions per model; 0: the engine's choice (ONNX: 2 with 2+ intra-op threads)
     workers: int = 1  # server processes on the one port (runtime/workers.py)
     request_timeout: float = 60.0  # seconds from arrival to answer before 504; 0: no deadline
     max_body_mb: int = 64  # request body limit in MiB (413), Triton's default
@@ -79,7 +79,7 @@ _OPTIONS: dict[str, tuple[str, type, str]] = {
     "max_batch_size": ("MODELPORT_MAX_BATCH_SIZE", int, "adaptive batching: most rows per merged batch"),
     "batch_delay_ms": ("MODELPORT_BATCH_DELAY_MS", float, "adaptive batching: wait this long for more requests"),
     "max_queue": ("MODELPORT_MAX_QUEUE", int, "queued requests per model before 503 (default 256)"),
-    "instances": ("MODELPORT_INSTANCES", int, "concurrent executions per model (default 1)"),
+    "instances": ("MODELPORT_INSTANCES", int, "runs at once per model (default 0: 2 for ONNX with 2+ threads, else 1)"),
     "workers": ("MODELPORT_WORKERS", int, "server processes sharing the port (default 1; see docs/runtime.md)"),
     "request_timeout": ("MODELPORT_REQUEST_TIMEOUT", float, "per-request deadline in seconds, 504 after (0: none)"),
     "max_body_mb": ("MODELPORT_MAX_BODY_MB", int, "request body limit in MiB (default 64)"),
@@ -218,7 +218,6 @@ def _check(settings: Settings) -> list[str]:
         problems.append("--tls-cert and --tls-key go together")
     positive = (
         "max_queue",
-        "instances",
         "workers",
         "max_body_mb",
         "max_elements",
@@ -229,7 +228,8 @@ def _check(settings: Settings) -> list[str]:
     for name in positive:
         if getattr(settings, name) < 1:
             problems.append(f"--{name.replace('_', '-')} must be at least 1")
-    for name in ("max_batch_size", "batch_delay_ms", "request_timeout", "intra_op_threads", "inter_op_threads"):
+    non_negative = ("max_batch_size", "batch_delay_ms", "request_timeout", "intra_op_threads", "inter_op_threads")
+    for name in (*non_negative, "instances"):
         if getattr(settings, name) < 0:
             problems.append(f"--{name.replace('_', '-')} must not be negative")
     if not 0 < settings.port < 65536:

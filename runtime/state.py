@@ -119,7 +119,7 @@ class ServerState:
         versions = sum(len(v) for v in find_models(repository.root).values())
         if settings.model_control_mode != "none":  # models may be added later: room for them (threads are lazy)
             versions = max(versions, DYNAMIC_MODEL_ROOM)
-        workers = settings.instances * 2 * max(versions, 1) + 2
+        workers = max(settings.instances, 2) * 2 * max(versions, 1) + 2  # 2: an engine's own default (concurrency)
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
         # image decoding has a pool of its own: in one shared pool, concurrent uploads' decodes can take every
         # thread and a model's next run then waits behind them (reasoned from the pool sizes; not measured apart)
@@ -201,7 +201,7 @@ class ServerState:
             max_batch=max_batch,
             delay_s=settings.batch_delay_ms / 1000.0,
             max_queue=settings.max_queue,
-            instances=settings.instances,
+            instances=settings.instances or engine.concurrency,
         )
         batcher.start()
         return LoadedModel(

@@ -31,9 +31,12 @@ class EngineOptions:
 
 
 class Engine(Protocol):
-    """Loads once, predicts many times, closes once. ``predict`` is called from a worker thread."""
+    """Loads once, predicts many times, closes once. ``predict`` is called from a worker thread.
+
+    ``concurrency``: how many runs at once the engine serves best when ``--instances`` is not given."""
 
     manifest: Manifest
+    concurrency: int
 
     def validate(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Check decoded request tensors against the model (names, datatypes, shapes, PMML fields)

@@ -306,6 +306,7 @@ class PmmlEngine:
         self.manifest = manifest
         self._input_names = [s.name for s in manifest.inputs]
         self._score_lock = threading.Lock()  # PMML4S models are not documented as thread-safe
+        self.concurrency = 1  # the lock serialises scoring: a second run at once would only wait
 
     def validate(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return check_fields(self.manifest.inputs, inputs)

@@ -15,6 +15,8 @@ from runtime.batching import Batcher
 from runtime.engines import EngineOptions, load_engine
 from runtime.errors import BadRequest
 from runtime.metrics import BUCKETS_US, Metrics
+from runtime.settings import parse_settings
+from runtime.state import ServerState
 from runtime.validation import InputCheck, check_inputs
 from tests.runtime import models
 
@@ -91,3 +93,33 @@ def test_histograms_export_cumulative_buckets() -> None:
     assert f"{line % '6e+07'} 3.0" in text and f"{line % '+Inf'} 4.0" in text
     assert 'nv_inference_request_duration_us_count{model="m",version="1"} 4.0' in text
     assert len(BUCKETS_US) == 16
+
+
+@pytest.mark.parametrize(("args", "instances"), [((), 2), (("--intra-op-threads", "1"), 1), (("--instances", "3"), 3)])
+def test_two_runs_at_once_by_default_when_a_run_has_two_threads(tmp_path: Path, args: tuple, instances: int) -> None:
+    """--instances 0 (the default) takes the engine's concurrency: an ONNX model whose runs have two intra-op
+    threads gets two batcher workers (docs/runtime.md, "Batching"); one thread per run, one worker; an explicit
+    --instances wins."""
+    models.save(tmp_path, "m", models.mlp())
+    settings = parse_settings(["--repository", str(tmp_path), "--intra-op-threads", "2", *args])
+
+    async def scenario() -> int:
+        state = ServerState(settings)
+        await state.open()
+        try:
+            while not state.ready():
+                await asyncio.sleep(0.02)
+            return state.repository.get("m").require_loaded().batcher.instances
+        finally:
+            await state.close()
+
+    assert asyncio.run(scenario()) == instances
+
+
+def test_an_engine_says_how_many_runs_at_once_it_serves_best(tmp_path: Path) -> None:
+    models.save(tmp_path, "m", models.mlp())
+    version_dir = tmp_path / "m" / "1"
+    manifest = read_manifest(version_dir)
+    two = load_engine("onnx", version_dir, manifest, EngineOptions(intra_op_threads=2))
+    one = load_engine("onnx", version_dir, manifest, EngineOptions(intra_op_threads=1))
+    assert (two.concurrency, one.concurrency) == (2, 1)
