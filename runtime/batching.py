@@ -19,7 +19,8 @@ pool. When nothing is queued and no worker is running, such a model runs in the 
 
 Lone requests. A request that is the only one the server is handling (``ServerState.in_progress``, every
 protocol counted) on an idle model also runs in its own task when it is one row of at most
-``LONE_MAX_ELEMENTS`` elements and the model's runs average below ``LONE_BELOW_S``. Nothing else can be
+``LONE_MAX_ELEMENTS`` elements, the model's runs average below ``LONE_BELOW_S`` and its deadline, if any, is
+more than two such runs away. Nothing else can be
 waiting for the loop, so blocking it costs nobody anything, while the hand-off to a pool thread and back costs
 two thread wake-ups: on the benchmark's VM about 0.2 ms each after a run of a few milliseconds (a sleeping
 vCPU wakes slowly), some 8% of a MobileNetV2 answer at c=1. With concurrent requests the pool keeps the loop
@@ -143,7 +144,7 @@ class Batcher:
         first = next(iter(inputs.values()), None)
         rows = int(first.shape[0]) if self._batch_axis and first is not None and first.ndim > 0 else 1
         idle = not self._waiting and not self._busy and not self.delay_s
-        if idle and (self._inline(inputs) or (lone and rows <= 1 and self._lone(inputs))):
+        if idle and (self._inline(inputs) or (lone and rows <= 1 and self._lone(inputs, deadline))):
             return self._run_now(inputs, outputs, rows)
         loop = asyncio.get_running_loop()
         job = _Job(inputs, tuple(outputs) if outputs else None, loop.create_future(), time.perf_counter(), rows)
@@ -172,9 +173,13 @@ class Batcher:
             size += array.size
         return size <= INLINE_MAX_ELEMENTS
 
-    def _lone(self, inputs: dict[str, np.ndarray]) -> bool:
-        """Whether a lone request's run is short enough for the event loop (see "Lone requests")."""
+    def _lone(self, inputs: dict[str, np.ndarray], deadline: float | None) -> bool:
+        """Whether a lone request's run is short enough for the event loop (see "Lone requests"), and leaves its
+        deadline room: a run on the loop cannot be cut short, so a request whose deadline may pass during it
+        goes to the pool, which answers 504 / DEADLINE_EXCEEDED at the deadline."""
         if self._run_s >= LONE_BELOW_S:
+            return False
+        if deadline is not None and deadline - asyncio.get_running_loop().time() < 2 * self._run_s:
             return False
         size = 0
         for array in inputs.values():

@@ -70,6 +70,30 @@ def test_which_runs_take_the_event_loop(tmp_path: Path, run_s: float, rows: int,
     assert asyncio.run(scenario()) is on_the_loop
 
 
+@pytest.mark.parametrize(("seconds_left", "on_the_loop"), [(0.005, False), (1.0, True)])
+def test_a_lone_request_whose_deadline_is_near_goes_to_the_pool(
+    tmp_path: Path, seconds_left: float, on_the_loop: bool
+) -> None:
+    """A run on the loop cannot be cut short at the deadline; the pool's answers 504 when it passes."""
+    batcher = _batcher(tmp_path, 0.004)
+
+    async def scenario() -> bool:
+        batcher.start()
+        try:
+            deadline = asyncio.get_running_loop().time() + seconds_left
+            coroutine = batcher.infer({"x": X}, None, deadline, lone=True)
+            try:
+                coroutine.send(None)
+            except StopIteration:
+                return True
+            coroutine.close()
+            return False
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(scenario()) is on_the_loop
+
+
 def test_an_oversized_lone_request_goes_to_the_pool(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(batching, "LONE_MAX_ELEMENTS", 3)  # the one row has 4 elements
     batcher = _batcher(tmp_path, 0.004)
