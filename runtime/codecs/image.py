@@ -113,6 +113,16 @@ def decode_image(data: bytes, spec: ImagePreprocessing, max_pixels: int) -> np.n
     return _decode(_open(data, max_pixels), spec)
 
 
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """The image with only its header read (its size known, nothing decoded); ``decode_opened`` finishes it."""
+    return _open(data, max_pixels)
+
+
+def decode_opened(image: Image.Image, spec: ImagePreprocessing) -> np.ndarray:
+    """``decode_image`` of an image ``open_image`` returned."""
+    return _decode(image, spec)
+
+
 def to_tensor(pixels: np.ndarray, spec: ImagePreprocessing) -> np.ndarray:
     """Pixels (H, W) or (H, W, 3) in 0..255 -> the normalised, laid-out, cast tensor without batch axis."""
     if pixels.ndim == 2:
@@ -140,6 +150,13 @@ def decode_batch(
     Every header is read and counted before any image is decoded: each image against ``max_pixels``
     and all of them together against ``max_total_pixels``, so a batch of images each just under the
     per-image limit cannot buy a multiple of its decoding work."""
+    return np.stack([_decode(image, spec) for image in open_batch(items, spec, max_pixels, max_total_pixels)])
+
+
+def open_batch(
+    items: np.ndarray, spec: ImagePreprocessing, max_pixels: int, max_total_pixels: int | None = None
+) -> list[Image.Image]:
+    """``decode_batch``'s first half: every image's header read and counted, nothing decoded."""
     opened = []
     total = 0
     for item in items.ravel().tolist():
@@ -160,4 +177,4 @@ def decode_batch(
         opened.append(image)
     if not opened:
         raise BadRequest(f"input {spec.input!r}: no images")
-    return np.stack([_decode(image, spec) for image in opened])
+    return opened

@@ -14,11 +14,15 @@ import numpy as np
 import pytest
 
 from bundle.manifest import read_manifest
-from runtime import batching
+from runtime import batching, dataplane
 from runtime.batching import Batcher
+from runtime.codecs.image import decode_image
+from runtime.dataplane import DataPlane
 from runtime.engines import EngineOptions, load_engine
 from runtime.metrics import Metrics
-from tests.runtime import models
+from runtime.settings import parse_settings
+from runtime.state import ServerState
+from tests.runtime import images, models
 from tests.support.server import serve_python
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +129,49 @@ def test_rest_and_grpc_requests_are_counted_and_a_lone_one_runs_on_the_loop(tmp_
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["runs"] == [[True, 1], [True, 1], [False, 2], [False, 2]]  # REST, gRPC alone; then not alone
     assert result["in_progress_after"] == 0
+
+
+@pytest.mark.parametrize(
+    ("in_progress", "max_pixels", "here"),
+    [(1, None, True), (2, None, False), (1, 8 * 8 - 1, False)],
+    ids=["lone", "not-lone", "lone-but-too-many-pixels"],
+)
+def test_a_lone_requests_small_image_is_decoded_on_the_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, in_progress: int, max_pixels: int | None, here: bool
+) -> None:
+    """The image endpoint and an encoded BYTES tensor alike: a lone request's small image is decoded without a
+    hand-off to the decoding pool; otherwise the pool decodes it. Either way the tensor is the same."""
+    if max_pixels is not None:
+        monkeypatch.setattr(dataplane, "LONE_DECODE_MAX_PIXELS", max_pixels)
+    models.build_repository(tmp_path)
+    upload = images.png(np.random.default_rng(3).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+
+    async def scenario() -> None:
+        state = ServerState(parse_settings(["--repository", str(tmp_path), "--model", "cnn"]))
+        await state.open()
+        try:
+            while not state.ready():
+                await asyncio.sleep(0.02)
+            plane = DataPlane(state)
+            model = plane.model("cnn")
+            expected = decode_image(upload, model.image, state.settings.max_image_pixels)
+            state.in_progress = in_progress
+            for coroutine in (
+                plane.decode_image(model, upload),
+                plane._decode_images(model, np.array([upload], dtype=object)),
+            ):
+                try:
+                    coroutine.send(None)
+                except StopIteration as done:
+                    assert here, "decoded on the loop"
+                    np.testing.assert_array_equal(done.value.reshape(expected.shape), expected)
+                else:
+                    assert not here, "handed to the decoding pool"
+                    coroutine.close()
+            tensor = await plane._decode_images(model, np.array([upload], dtype=object))
+            np.testing.assert_array_equal(tensor[0], expected)
+        finally:
+            state.in_progress = 0
+            await state.close()
+
+    asyncio.run(scenario())
