@@ -20,12 +20,11 @@ pool. When nothing is queued and no worker is running, such a model runs in the 
 Lone requests. A request that is the only one the server is handling (``ServerState.in_progress``, every
 protocol counted) on an idle model also runs in its own task when it is one row of at most
 ``LONE_MAX_ELEMENTS`` elements, the model's runs average below ``LONE_BELOW_S`` and its deadline, if any, is
-more than two such runs away. Nothing else can be
-waiting for the loop, so blocking it costs nobody anything, while the hand-off to a pool thread and back costs
-two thread wake-ups: on the benchmark's VM about 0.2 ms each after a run of a few milliseconds (a sleeping
-vCPU wakes slowly), some 8% of a MobileNetV2 answer at c=1. With concurrent requests the pool keeps the loop
-free to read and decode the next requests while the model runs. A client that connects during a lone run waits
-for it: at most about ``LONE_BELOW_S``.
+more than two such runs away. Nothing else can be waiting for the loop, so blocking it costs nobody anything,
+while the hand-off to a pool thread and back costs two thread wake-ups, which on a virtual machine are slow
+after a run of a few milliseconds (a sleeping vCPU wakes slowly; figures in docs/runtime.md, "Batching").
+With concurrent requests the pool keeps the loop free to read and decode the next requests while the model
+runs. A client that connects during a lone run waits for it: at most about ``LONE_BELOW_S``.
 """
 
 from __future__ import annotations

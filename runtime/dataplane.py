@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 # A lone request (the only one the server is handling: runtime/batching.py, "Lone requests") decodes its one image
 # on the event loop, saving the decoding pool's two thread wake-ups, when the upload is at most this many bytes
-# and pixels (a 640x480 JPEG decodes in about 2 ms here); anything larger still goes to the pool.
+# and pixels (a photo of a few megapixels at most); anything larger still goes to the pool.
 LONE_DECODE_MAX_BYTES = 1 << 21
 LONE_DECODE_MAX_PIXELS = 1 << 21
 

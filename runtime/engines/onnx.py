@@ -102,9 +102,8 @@ class OnnxEngine:
         self.session = session
         self.manifest = manifest
         # Two runs at once when a run has two or more intra-op threads: one run's parallel sections leave its
-        # threads waiting on each other, and a second run fills those gaps. MobileNetV2 over binary tensors at
-        # c=8 served 1.04-1.55x the requests of one run at a time (10 alternating rounds), with the same
-        # memory; the session is shared, so the weights are not. One thread per run: nothing to fill.
+        # threads waiting on each other, and a second run fills those gaps (measured: docs/runtime.md,
+        # "Batching"). The session is shared, so its weights are not copied. One thread per run: nothing to fill.
         self.concurrency = 2 if intra_op_threads > 1 else 1
         self._all_outputs = [o.name for o in manifest.outputs]
         self._string_inputs = {s.name for s in manifest.inputs if s.datatype == "BYTES"}
