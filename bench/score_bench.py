@@ -11,12 +11,14 @@ scoring job's own time (read, score, write, commit: Spark's action), which the c
 does not blur; the start-up and fixed cost is the intercept of the end-to-end wall time, reported
 apart, in seconds. References, on the same files:
 
-* tabular MLP, over a table with one float column per feature (f0 ... f31, fed to the [N, 32] input
-  with ``--map x='f*'``): one process reading the parquet with pyarrow and running onnxruntime on
-  batches of 10,000 rows (onnxruntime's default threads: every core);
-* the same MLP in a plain ``mapInPandas`` job: the features as a pandas frame, onnxruntime per
-  batch, and each row's output vector back through a pandas object column;
-* for A/B, ``python -m score`` over the same rows held in one array column (list<float>);
+* tabular MLP, over a table whose [N, 32] input is one array column x (list<float>, the column
+  ``python -m score`` feeds an [N, K] input from by default; ``--layout columns``: one float column
+  per feature, f0 ... f31, fed with ``--map x='f*'``): one process reading the parquet with pyarrow and
+  running onnxruntime on batches of 10,000 rows (onnxruntime's default threads: every core);
+* the same MLP in a plain ``mapInPandas`` job: the features through pandas (the array column as a
+  pandas object column of arrays, stacked), onnxruntime per batch, and each row's output vector back
+  through a pandas object column;
+* for A/B, ``python -m score`` over the same rows in the other layout;
 * MobileNetV2: one process decoding each JPEG with Pillow (the server's decoder) and running
   onnxruntime on batches of 64 (default threads).
 
@@ -52,6 +54,9 @@ SPARK_CONF = {"spark.ui.enabled": "false", "spark.sql.files.maxPartitionBytes": 
 ROW_GROUP = 100_000
 DOC = ROOT / "docs" / "batch.md"
 START, END = "<!-- score-bench:start -->", "<!-- score-bench:end -->"
+LAYOUTS = ("array", "columns")  # the MLP table: its [N, 32] input as one list<float> column x, or f0 ... f31
+LAYOUT_TEXT = {"array": "array column x", "columns": "one column per feature"}
+MAPPING: dict[str, dict[str, str] | None] = {"array": None, "columns": {"x": "f*"}}  # --map x='f*': in order
 
 
 def master(executors: int) -> str:
@@ -68,8 +73,8 @@ def feature_names(width: int) -> list[str]:
 
 
 def write_table(path: Path, rows: int, width: int, layout: str = "columns") -> Path:
-    """``rows`` random feature rows as pyarrow writes them (its defaults): ``columns`` is the usual
-    table, one float column per feature (f0, f1, ...); ``array`` holds them in one array column x."""
+    """``rows`` random feature rows as pyarrow writes them (its defaults): ``array`` holds them in one
+    array column x, ``columns`` in one float column per feature (f0, f1, ...)."""
     path.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(rows)
     if layout == "array":
@@ -109,15 +114,18 @@ def ort_session(model: Path):
     return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
 
 
-def reference_table(table: Path, model: Path, width: int) -> float:
-    """The same parquet (one column per feature) read with pyarrow, 10,000 rows per onnxruntime call."""
+def reference_table(table: Path, model: Path, width: int, layout: str) -> float:
+    """The same parquet read with pyarrow, 10,000 rows per onnxruntime call."""
     session = ort_session(model)
     name = session.get_inputs()[0].name
     started = time.perf_counter()
     rows = 0
-    features = feature_names(width)
+    features = ["x"] if layout == "array" else feature_names(width)
     for batch in pq.ParquetFile(table / "part-0.parquet").iter_batches(batch_size=10_000, columns=features):
-        x = np.column_stack([column.to_numpy() for column in batch.columns])
+        if layout == "array":
+            x = batch.column(0).flatten().to_numpy().reshape(-1, width)
+        else:
+            x = np.column_stack([column.to_numpy() for column in batch.columns])
         session.run(None, {name: x})
         rows += batch.num_rows
     return rows / (time.perf_counter() - started)
@@ -156,9 +164,12 @@ def score_seconds(
     return seconds, result.job_seconds
 
 
-def pandas_seconds(source: Path, model: Path, width: int, executors: int, out: Path) -> tuple[float, float]:
-    """The plain job: mapInPandas, the feature columns as one numpy array, onnxruntime, and each row's
-    output vector back as a pandas object column of lists (Spark's defaults otherwise)."""
+def pandas_seconds(
+    source: Path, model: Path, width: int, executors: int, out: Path, layout: str
+) -> tuple[float, float]:
+    """The plain job: mapInPandas, the features as one numpy array (the array column, a pandas object column
+    of arrays, stacked; or the feature columns), onnxruntime, and each row's output vector back as a pandas
+    object column of lists (Spark's defaults otherwise)."""
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
     spark = session(Job(input="", repository=Path("."), model="", output="", master=master(executors), conf=SPARK_CONF))
@@ -177,7 +188,10 @@ def pandas_seconds(source: Path, model: Path, width: int, executors: int, out: P
             sess = ort.InferenceSession(SparkFiles.get(name), options, providers=["CPUExecutionProvider"])
             input_name = sess.get_inputs()[0].name
             for frame in frames:
-                x = frame[features].to_numpy(dtype=np.float32)
+                if layout == "array":
+                    x = np.stack(frame["x"].to_numpy()).astype(np.float32, copy=False)
+                else:
+                    x = frame[features].to_numpy(dtype=np.float32)
                 y = sess.run(None, {input_name: x})[0]
                 yield pd.DataFrame({"id": frame["id"], "y": list(y)})
 
@@ -263,7 +277,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", default="300,900", help="two image-folder sizes")
     parser.add_argument("--executors", default="1,2")
     parser.add_argument("--write-docs", action="store_true")
-    parser.add_argument("--skip-array", action="store_true", help="skip the array-column A/B run of the MLP")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default="array",
+        help="the MLP table: one array column x (default) or one column per feature",
+    )
+    parser.add_argument("--skip-ab", action="store_true", help="skip the MLP run over the other layout")
     parser.add_argument("--skip-images", action="store_true", help="score the table only")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
@@ -276,8 +296,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mlp_dir = repository / "mlp" / "1"
         width = read_manifest(mlp_dir).inputs[0].shape[1]
-        tables = [write_table(work / f"table-{n}", n, width) for n in rows]
-        features = {"x": "f*"}  # --map x='f*': the 32 feature columns, in the table's order
+        layout = args.layout
+        other = next(x for x in LAYOUTS if x != layout)
+        tables = [write_table(work / f"table-{n}", n, width, layout) for n in rows]
+        features = MAPPING[layout]
         score_seconds(tables[0], repository, "mlp", executors[0], work / "out", ["id"], features)  # warm-up
         runs = [
             measure(
@@ -291,26 +313,31 @@ def main(argv: list[str] | None = None) -> int:
             measure(
                 f"plain mapInPandas, {max(executors)} executors",
                 rows,
-                lambda i: pandas_seconds(tables[i], mlp_dir / "model.onnx", width, max(executors), work / "out"),
+                lambda i: pandas_seconds(
+                    tables[i], mlp_dir / "model.onnx", width, max(executors), work / "out", layout
+                ),
             )
         )
-        reference = reference_table(tables[-1], mlp_dir / "model.onnx", width)
+        reference = reference_table(tables[-1], mlp_dir / "model.onnx", width, layout)
         print(f"mlp pyarrow + onnxruntime loop: {reference:,.0f} rows/s", flush=True)
-        if not args.skip_array:  # the same rows in one array column x: what the JVM pays for list<float>
+        if not args.skip_ab:  # the same rows in the other layout: what the JVM pays for each
             for table in tables:
                 shutil.rmtree(table)
-            arrays = [write_table(work / f"array-{n}", n, width, layout="array") for n in rows]
+            others = [write_table(work / f"{other}-{n}", n, width, other) for n in rows]
             runs.append(
                 measure(
-                    f"python -m score, {max(executors)} executors, array column x (A/B)",
+                    f"python -m score, {max(executors)} executors, {LAYOUT_TEXT[other]} (A/B)",
                     rows,
-                    lambda i: score_seconds(arrays[i], repository, "mlp", max(executors), work / "out", ["id"]),
+                    lambda i: score_seconds(
+                        others[i], repository, "mlp", max(executors), work / "out", ["id"], MAPPING[other]
+                    ),
                 )
             )
-            for table in arrays:
+            for table in others:
                 shutil.rmtree(table)
         results["mlp"] = {
-            "reference_name": "pyarrow + onnxruntime loop, batches of 10,000",
+            "layout": LAYOUT_TEXT[layout],
+            "reference_name": f"pyarrow + onnxruntime loop, batches of 10,000 ({LAYOUT_TEXT[layout]})",
             "reference_rows": f"{rows[-1]:,}",
             "reference_rows_per_s": reference,
             "runs": runs,
