@@ -117,7 +117,7 @@ def test_rest_and_grpc_requests_are_counted_and_a_lone_one_runs_on_the_loop(tmp_
     run (too slow for the tiny-model path): each protocol's lone request runs on the loop thread while the server
     counts exactly that request; with another request in progress the run goes to a pool thread; the count
     returns to zero."""
-    models.save(tmp_path, "slow", models.slow(8))
+    models.save(tmp_path, "slow", models.slow(5))  # runs well above INLINE_BELOW_S, well below LONE_BELOW_S
     done = subprocess.run(
         [serve_python(), "-m", "tests.runtime.lone_scenario", str(tmp_path)],
         cwd=ROOT,
