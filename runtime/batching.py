@@ -69,6 +69,13 @@ class _Job:
         return True
 
 
+def _elements(inputs: dict[str, np.ndarray]) -> int:
+    size = 0
+    for array in inputs.values():  # a loop: cheaper than sum() over a generator, on every request
+        size += array.size
+    return size
+
+
 def batchable(engine: Engine) -> bool:
     """True when every input and output has a variable first axis, so requests can be stacked on it."""
     manifest = engine.manifest
@@ -165,12 +172,7 @@ class Batcher:
 
     def _inline(self, inputs: dict[str, np.ndarray]) -> bool:
         """Whether a run of ``inputs`` is cheap enough to do on the event loop (see the module docstring)."""
-        if self._compute_s >= INLINE_BELOW_S:
-            return False
-        size = 0
-        for array in inputs.values():  # a loop: cheaper than sum() over a generator, on every request
-            size += array.size
-        return size <= INLINE_MAX_ELEMENTS
+        return self._compute_s < INLINE_BELOW_S and _elements(inputs) <= INLINE_MAX_ELEMENTS
 
     def _lone(self, inputs: dict[str, np.ndarray], deadline: float | None) -> bool:
         """Whether a lone request's run is short enough for the event loop (see "Lone requests"), and leaves its
@@ -180,10 +182,7 @@ class Batcher:
             return False
         if deadline is not None and deadline - asyncio.get_running_loop().time() < 2 * self._run_s:
             return False
-        size = 0
-        for array in inputs.values():
-            size += array.size
-        return size <= LONE_MAX_ELEMENTS
+        return _elements(inputs) <= LONE_MAX_ELEMENTS
 
     def _run_now(
         self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None, rows: int

@@ -40,14 +40,15 @@ def _batcher(tmp_path: Path, run_s: float) -> Batcher:
     return batcher
 
 
-def _finishes_without_suspending(batcher: Batcher, inputs: dict, lone: bool) -> bool:
-    coroutine = batcher.infer(inputs, None, None, lone=lone)
+def _finishes_at_once(coroutine) -> tuple[bool, object]:
+    """(True, its value) when ``coroutine`` finishes on its first step, never suspending (no pool hand-off);
+    else (False, None), and it is closed."""
     try:
         coroutine.send(None)
-    except StopIteration:
-        return True
+    except StopIteration as done:
+        return True, done.value
     coroutine.close()
-    return False
+    return False, None
 
 
 @pytest.mark.parametrize(
@@ -67,7 +68,7 @@ def test_which_runs_take_the_event_loop(tmp_path: Path, run_s: float, rows: int,
     async def scenario() -> bool:
         batcher.start()
         try:
-            return _finishes_without_suspending(batcher, inputs, lone)
+            return _finishes_at_once(batcher.infer(inputs, None, None, lone=lone))[0]
         finally:
             await batcher.stop()
 
@@ -85,13 +86,7 @@ def test_a_lone_request_whose_deadline_is_near_goes_to_the_pool(
         batcher.start()
         try:
             deadline = asyncio.get_running_loop().time() + seconds_left
-            coroutine = batcher.infer({"x": X}, None, deadline, lone=True)
-            try:
-                coroutine.send(None)
-            except StopIteration:
-                return True
-            coroutine.close()
-            return False
+            return _finishes_at_once(batcher.infer({"x": X}, None, deadline, lone=True))[0]
         finally:
             await batcher.stop()
 
@@ -105,7 +100,7 @@ def test_an_oversized_lone_request_goes_to_the_pool(tmp_path: Path, monkeypatch:
     async def scenario() -> bool:
         batcher.start()
         try:
-            return _finishes_without_suspending(batcher, {"x": X}, lone=True)
+            return _finishes_at_once(batcher.infer({"x": X}, None, None, lone=True))[0]
         finally:
             await batcher.stop()
 
@@ -160,14 +155,10 @@ def test_a_lone_requests_small_image_is_decoded_on_the_loop(
                 plane.decode_image(model, upload),
                 plane._decode_images(model, np.array([upload], dtype=object)),
             ):
-                try:
-                    coroutine.send(None)
-                except StopIteration as done:
-                    assert here, "decoded on the loop"
-                    np.testing.assert_array_equal(done.value.reshape(expected.shape), expected)
-                else:
-                    assert not here, "handed to the decoding pool"
-                    coroutine.close()
+                finished, tensor = _finishes_at_once(coroutine)
+                assert finished is here, "decoded on the loop" if finished else "handed to the decoding pool"
+                if finished:
+                    np.testing.assert_array_equal(tensor.reshape(expected.shape), expected)
             tensor = await plane._decode_images(model, np.array([upload], dtype=object))
             np.testing.assert_array_equal(tensor[0], expected)
         finally:
