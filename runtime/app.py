@@ -35,52 +35,58 @@ log = logging.getLogger("runtime")
 access_log = logging.getLogger("runtime.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
 def _error_response(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     return json_response({"error": message}, status=status, headers=headers)
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    started = time.perf_counter()
-    request[STARTED] = started
-    state = request.app[STATE]
+def error_middleware(state: ServerState) -> Middleware:
+    """Errors mapped to status codes in one place, the request's arrival time and deadline (``STARTED``,
+    ``DEADLINE``), the count of requests in progress, and the access log. Bound to the app's state when
+    the app is built, so a request does not look it up."""
     timeout = state.settings.request_timeout
-    if timeout > 0:
-        request[DEADLINE] = asyncio.get_running_loop().time() + timeout
-    status = 500
-    state.in_progress += 1
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except ModelportError as exc:
-        status = exc.status
-        return _error_response(exc.status, str(exc), exc.headers or None)
-    except web.HTTPException as exc:
-        status = exc.status
-        return _error_response(exc.status, _http_message(request, exc), _passthrough_headers(exc))
-    except (HttpProcessingError, web.RequestPayloadError) as exc:  # raised while reading a malformed body
-        status = 400
-        return _error_response(400, f"malformed request: {_aiohttp_message(exc)}")
-    except asyncio.CancelledError:
-        status = 499  # the client went away; nothing is sent
-        raise
-    except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
-        return _error_response(500, "internal server error (see the server log)")
-    finally:
-        state.in_progress -= 1
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s model=%s status=%d duration_ms=%.2f",
-                request.method,
-                request.path,
-                request.get(MODEL, "-"),
-                status,
-                (time.perf_counter() - started) * 1e3,
-            )
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        request[STARTED] = started
+        request[DEADLINE] = asyncio.get_running_loop().time() + timeout if timeout > 0 else None
+        status = 500
+        state.in_progress += 1
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except ModelportError as exc:
+            status = exc.status
+            return _error_response(exc.status, str(exc), exc.headers or None)
+        except web.HTTPException as exc:
+            status = exc.status
+            return _error_response(exc.status, _http_message(request, exc), _passthrough_headers(exc))
+        except (HttpProcessingError, web.RequestPayloadError) as exc:  # raised while reading a malformed body
+            status = 400
+            return _error_response(400, f"malformed request: {_aiohttp_message(exc)}")
+        except asyncio.CancelledError:
+            status = 499  # the client went away; nothing is sent
+            raise
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return _error_response(500, "internal server error (see the server log)")
+        finally:
+            state.in_progress -= 1
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    "%s %s model=%s status=%d duration_ms=%.2f",
+                    request.method,
+                    request.path,
+                    request.get(MODEL, "-"),
+                    status,
+                    (time.perf_counter() - started) * 1e3,
+                )
+
+    return middleware
 
 
 def _http_message(request: web.Request, exc: web.HTTPException) -> str:
@@ -137,13 +143,13 @@ def create_app(settings: Settings) -> web.Application:
         (log.warning if settings.model_control_mode == "explicit" else log.info)(
             "the repository API is off: no admin token in --auth-tokens-file (or --allow-unauthenticated-admin)"
         )
-    middlewares: list = [error_middleware]
+    state = ServerState(settings)
+    middlewares: list = [error_middleware(state)]
     if tokens.enabled:  # without tokens only the admin routes are closed (or open): no check per request
         middlewares.append(auth_middleware(tokens, route_scope(settings), admin_enabled))
     if settings.cors_origins:
         middlewares.insert(0, cors_middleware(settings.cors_origins))
     app = web.Application(client_max_size=settings.max_body_bytes, middlewares=middlewares)
-    state = ServerState(settings)
     app[STATE] = state
     app[DATAPLANE] = DataPlane(state)
     app[TOKENS] = tokens

@@ -202,9 +202,7 @@ class Batcher:
         except Exception as exc:
             log.error("model %s: engine raised", self._name, exc_info=exc)
             raise InferenceError(f"model {self.engine.manifest.name!r}: inference failed") from None
-        metrics.compute_us.observe((time.perf_counter() - started) * 1e6)
-        metrics.exec_count.inc()
-        metrics.inference_count.inc(rows)
+        metrics.executed((time.perf_counter() - started) * 1e6, rows)
         return results
 
     def _take(self, job: _Job) -> None:
@@ -277,9 +275,7 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        metrics.compute_us.observe((time.perf_counter() - started) * 1e6)
-        metrics.exec_count.inc()
-        metrics.inference_count.inc(sum(j.rows for j in jobs))
+        metrics.executed((time.perf_counter() - started) * 1e6, sum(j.rows for j in jobs))
         if len(jobs) == 1:
             if not jobs[0].future.done():
                 jobs[0].future.set_result(results)

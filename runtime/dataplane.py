@@ -224,12 +224,15 @@ class DataPlane:
         A reload may have retired ``model``'s version since the request looked it up (while its body was
         read): the request then runs on the model's current version. ``inflight`` tells the reload when
         the old version is free to close (no await between choosing the entry and counting it)."""
-        entry = self.state.repository.current(model.entry, version)
-        model = entry.require_loaded()
+        entry = model.entry
+        if entry.retired:
+            entry = self.state.repository.current(entry, version)
+            model = entry.require_loaded()
         metrics = model.metrics
         entry.inflight += 1
         try:
-            check_outputs(model, outputs)
+            if outputs:
+                check_outputs(model, outputs)
             checked = model.engine.validate(inputs)
             result = await model.batcher.infer(checked, outputs, deadline, lone=self.state.in_progress <= 1)
         except (ModelportError, asyncio.CancelledError):

@@ -91,6 +91,12 @@ class ModelMetrics:
     exec_count: Count = field(default_factory=Count)
     pending: Count = field(default_factory=Count)
 
+    def executed(self, compute_us: float, rows: int) -> None:
+        """One model execution of ``rows`` rows (a merged batch counts once): one call on every request's path."""
+        self.compute_us.observe(compute_us)
+        self.exec_count.value += 1
+        self.inference_count.value += rows
+
 
 class _Collector:
     def __init__(self, models: dict[tuple[str, str], ModelMetrics]) -> None:

@@ -16,6 +16,7 @@ from bundle.manifest import Manifest, TensorSpec
 from runtime.errors import BadRequest
 
 _NUMPY = {d.value: d.numpy for d in datatypes.Datatype}
+_V2_NAMES = {d.numpy: d.value for d in datatypes.Datatype if d.numpy.kind != "O"}  # native numeric dtype -> name
 
 
 def numpy_dtype(datatype: str) -> np.dtype:
@@ -27,7 +28,11 @@ def numpy_dtype(datatype: str) -> np.dtype:
 
 
 def v2_datatype(dtype: np.dtype) -> str:
-    """The V2 name of a numpy dtype; numpy strings count as BYTES."""
+    """The V2 name of a numpy dtype; numpy strings count as BYTES. Every response tensor asks, so a native
+    numeric dtype is one dict lookup (an enum member's ``.value`` is a Python-level descriptor call)."""
+    name = _V2_NAMES.get(dtype) if dtype.isnative else None
+    if name is not None:
+        return name
     parsed = datatypes.from_numpy(dtype)
     if parsed is None:
         raise ValueError(f"numpy dtype {dtype} has no V2 datatype")

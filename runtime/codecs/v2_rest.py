@@ -43,8 +43,8 @@ def decode_request(body: bytes, header_length: str | None, max_json_depth: int, 
     return RestRequest(request, bool(parameters.get("binary_data_output", False)), binary_by_name)
 
 
-def encode_response(response: InferenceResponse, rest: RestRequest) -> tuple[bytes, str, dict[str, str]]:
-    """(body, content type, extra headers)."""
+def encode_response(response: InferenceResponse, rest: RestRequest) -> tuple[bytes, str, dict[str, str] | None]:
+    """(body, content type, extra headers or None)."""
     outputs: list[dict[str, Any]] = []
     chunks: list[bytes] = []
     for name, array in response.outputs:
@@ -68,7 +68,7 @@ def encode_response(response: InferenceResponse, rest: RestRequest) -> tuple[byt
         body["id"] = response.id
     head = v2_json.dumps(body)
     if not chunks:
-        return head, "application/json", {}
+        return head, "application/json", None
     return b"".join([head, *chunks]), "application/octet-stream", {v2_binary.HEADER: str(len(head))}
 
 

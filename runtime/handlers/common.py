@@ -18,7 +18,7 @@ TOKENS = web.AppKey("tokens", TokenTable)
 ADMIN_ENABLED = web.AppKey("admin enabled", bool)
 
 STARTED = web.RequestKey("started", float)  # time.perf_counter() at arrival
-DEADLINE = web.RequestKey("deadline", float)  # loop time after which the request gets 504
+DEADLINE = web.RequestKey("deadline", float | None)  # loop time after which the request gets 504; None: none
 MODEL = web.RequestKey("model", str)  # the model name, for the access log
 
 
@@ -43,5 +43,10 @@ def named(request: web.Request) -> tuple[str, str | None]:
 
 def model(request: web.Request, name: str, version: str | None = None) -> LoadedModel:
     """The request's one model lookup: ready, or NotFound / Unavailable."""
+    return located(request, request.app[DATAPLANE], name, version)
+
+
+def located(request: web.Request, plane: DataPlane, name: str, version: str | None) -> LoadedModel:
+    """``model`` for a handler that holds the data plane already (one app lookup per request)."""
     request[MODEL] = name
-    return request.app[DATAPLANE].model(name, version)
+    return plane.model(name, version)

@@ -183,7 +183,7 @@ async def image(request: web.Request) -> web.Response:
 
 
 async def _run(request: web.Request, found: LoadedModel, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return await dataplane(request).run(found, inputs, None, started=request[STARTED], deadline=request.get(DEADLINE))
+    return await dataplane(request).run(found, inputs, None, started=request[STARTED], deadline=request[DEADLINE])
 
 
 def _top_k(request: web.Request) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from runtime.codecs import v2_binary, v2_rest
-from runtime.handlers.common import DEADLINE, STARTED, dataplane, json_response, model, named, settings
+from runtime.handlers.common import DATAPLANE, DEADLINE, STARTED, dataplane, json_response, located, named
 
 
 async def model_metadata(request: web.Request) -> web.Response:
@@ -18,14 +18,16 @@ async def model_metadata(request: web.Request) -> web.Response:
 
 
 async def model_infer(request: web.Request) -> web.Response:
-    version = request.match_info.get("version")
-    found = model(request, request.match_info["name"], version)
-    limits = settings(request)
+    match = request.match_info
+    version = match.get("version")
+    plane = request.app[DATAPLANE]
+    found = located(request, plane, match["name"], version)
+    limits = plane.state.settings
     rest = v2_rest.decode_request(
         await request.read(), request.headers.get(v2_binary.HEADER), limits.max_json_depth, limits.max_elements
     )
-    response = await dataplane(request).infer(
-        found, rest.request, started=request[STARTED], deadline=request.get(DEADLINE), version=version
+    response = await plane.infer(
+        found, rest.request, started=request[STARTED], deadline=request[DEADLINE], version=version
     )
     body, content_type, headers = v2_rest.encode_response(response, rest)
     return web.Response(body=body, content_type=content_type, headers=headers)
