@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -138,10 +138,11 @@ class Batcher:
         inputs: dict[str, np.ndarray],
         outputs: Sequence[str] | None,
         deadline: float | None,
-        lone: bool = False,
+        alone: Callable[[], Awaitable[bool]] | None = None,
     ) -> dict[str, np.ndarray]:
         """Queue one validated request and wait for its outputs; ``deadline`` is ``loop.time()``-based.
-        ``lone``: the server handles no other request right now (see "Lone requests" above)."""
+        ``alone()``: whether the server handles no other request right now (see "Lone requests" above); asked
+        only when the answer matters, since finding out may cost a turn of the event loop. None: never alone."""
         if self._waiting >= self.max_queue:
             raise Unavailable(
                 f"model {self.engine.manifest.name!r} is overloaded: {self.max_queue} requests already queued",
@@ -149,9 +150,12 @@ class Batcher:
             )
         first = next(iter(inputs.values()), None)
         rows = int(first.shape[0]) if self._batch_axis and first is not None and first.ndim > 0 else 1
-        idle = not self._waiting and not self._busy and not self.delay_s
-        if idle and (self._inline(inputs) or (lone and rows <= 1 and self._lone(inputs, deadline))):
-            return self._run_now(inputs, outputs, rows)
+        if self._idle():
+            if self._inline(inputs):
+                return self._run_now(inputs, outputs, rows)
+            # alone() may yield to the loop: the queue must still be idle after it
+            if alone is not None and rows <= 1 and self._lone(inputs, deadline) and await alone() and self._idle():
+                return self._run_now(inputs, outputs, rows)
         loop = asyncio.get_running_loop()
         job = _Job(inputs, tuple(outputs) if outputs else None, loop.create_future(), time.perf_counter(), rows)
         self._queue.put_nowait(job)
@@ -169,6 +173,10 @@ class Batcher:
         finally:
             self._take(job)
             self.metrics.pending.dec()
+
+    def _idle(self) -> bool:
+        """Nothing queued, no worker running and no batch delay asked for: a run now delays nobody."""
+        return not self._waiting and not self._busy and not self.delay_s
 
     def _inline(self, inputs: dict[str, np.ndarray]) -> bool:
         """Whether a run of ``inputs`` is cheap enough to do on the event loop (see the module docstring)."""

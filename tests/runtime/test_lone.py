@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import threading
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -51,6 +53,27 @@ def _finishes_at_once(coroutine) -> tuple[bool, object]:
     return False, None
 
 
+def _says(answer: bool):
+    """An ``alone`` for ``Batcher.infer`` that answers ``answer`` without suspending."""
+
+    async def alone() -> bool:
+        return answer
+
+    return alone
+
+
+class _CountingPool(ThreadPoolExecutor):
+    """A real pool that counts the work handed to it."""
+
+    def __init__(self) -> None:
+        super().__init__(max_workers=2)
+        self.handed = 0
+
+    def submit(self, *args, **kwargs):  # type: ignore[override]
+        self.handed += 1
+        return super().submit(*args, **kwargs)
+
+
 @pytest.mark.parametrize(
     ("run_s", "rows", "lone", "on_the_loop"),
     [
@@ -68,7 +91,7 @@ def test_which_runs_take_the_event_loop(tmp_path: Path, run_s: float, rows: int,
     async def scenario() -> bool:
         batcher.start()
         try:
-            return _finishes_at_once(batcher.infer(inputs, None, None, lone=lone))[0]
+            return _finishes_at_once(batcher.infer(inputs, None, None, alone=_says(lone)))[0]
         finally:
             await batcher.stop()
 
@@ -86,7 +109,7 @@ def test_a_lone_request_whose_deadline_is_near_goes_to_the_pool(
         batcher.start()
         try:
             deadline = asyncio.get_running_loop().time() + seconds_left
-            return _finishes_at_once(batcher.infer({"x": X}, None, deadline, lone=True))[0]
+            return _finishes_at_once(batcher.infer({"x": X}, None, deadline, alone=_says(True)))[0]
         finally:
             await batcher.stop()
 
@@ -100,7 +123,7 @@ def test_an_oversized_lone_request_goes_to_the_pool(tmp_path: Path, monkeypatch:
     async def scenario() -> bool:
         batcher.start()
         try:
-            return _finishes_at_once(batcher.infer({"x": X}, None, None, lone=True))[0]
+            return _finishes_at_once(batcher.infer({"x": X}, None, None, alone=_says(True)))[0]
         finally:
             await batcher.stop()
 
@@ -150,19 +173,75 @@ def test_a_lone_requests_small_image_is_decoded_on_the_loop(
             plane = DataPlane(state)
             model = plane.model("cnn")
             expected = decode_image(upload, model.image, state.settings.max_image_pixels)
+            pool = state.decode_executor = _CountingPool()
             state.in_progress = in_progress
             for coroutine in (
                 plane.decode_image(model, upload),
                 plane._decode_images(model, np.array([upload], dtype=object)),
             ):
-                finished, tensor = _finishes_at_once(coroutine)
-                assert finished is here, "decoded on the loop" if finished else "handed to the decoding pool"
-                if finished:
-                    np.testing.assert_array_equal(tensor.reshape(expected.shape), expected)
-            tensor = await plane._decode_images(model, np.array([upload], dtype=object))
-            np.testing.assert_array_equal(tensor[0], expected)
+                before = pool.handed
+                tensor = await coroutine
+                assert (pool.handed == before) is here, "handed to the decoding pool" if here else "decoded on the loop"
+                np.testing.assert_array_equal(tensor.reshape(expected.shape), expected)
         finally:
             state.in_progress = 0
             await state.close()
 
     asyncio.run(scenario())
+
+
+def test_requests_that_arrive_together_are_not_lone(tmp_path: Path) -> None:
+    """Requests whose bytes arrive together start one after another in one turn of the loop. The first must not
+    count itself alone because the others have not started yet: run on the loop, it would finish before the next
+    started, and so on, every request serial on the loop (what the JPEG upload at c=8 did before this test). Two
+    such requests, counted as the middleware counts them, both go to the pools; one on its own does not."""
+    models.save(tmp_path, "slow", models.slow(5))  # runs well above INLINE_BELOW_S, well below LONE_BELOW_S
+    upload = images.png(np.random.default_rng(4).integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    models.build_repository(tmp_path)
+
+    async def scenario() -> tuple[int, int, int, int]:
+        state = ServerState(parse_settings(["--repository", str(tmp_path), "--model", "slow", "--model", "cnn"]))
+        await state.open()
+        try:
+            while not state.ready():
+                await asyncio.sleep(0.02)
+            plane = DataPlane(state)
+            slow, cnn = plane.model("slow"), plane.model("cnn")
+            decodes = state.decode_executor = _CountingPool()
+            on_loop: list[bool] = []  # per model run: whether it ran on the event loop's thread
+            predict = slow.engine.predict
+
+            def recording(*args, **kwargs):
+                on_loop.append(threading.current_thread() is threading.main_thread())
+                return predict(*args, **kwargs)
+
+            slow.engine.predict = recording
+            x = {slow.manifest.inputs[0].name: np.zeros([1, *slow.manifest.inputs[0].shape[1:]], np.float32)}
+
+            async def counted(work: Awaitable) -> None:  # what REST's middleware and gRPC's _Rpc do around it
+                state.in_progress += 1
+                try:
+                    await work
+                finally:
+                    state.in_progress -= 1
+
+            def decode() -> Awaitable:
+                return counted(plane.decode_image(cnn, upload))
+
+            def run() -> Awaitable:
+                return counted(plane.run(slow, x, None, started=0.0, deadline=None))
+
+            await decode()
+            await run()
+            alone = (list(on_loop), decodes.handed)
+            on_loop.clear()
+            await asyncio.gather(decode(), decode())
+            await asyncio.gather(run(), run())  # the batcher may merge the two into one run
+            return (*alone, list(on_loop), decodes.handed - alone[1])
+        finally:
+            await state.close()
+
+    alone_runs, alone_decodes, together_runs, together_decodes = asyncio.run(scenario())
+    assert (alone_runs, alone_decodes) == ([True], 0)  # on its own: run and decoded on the loop
+    assert together_runs and not any(together_runs)  # together: every run on a pool thread...
+    assert together_decodes == 2  # ...and both images decoded in the decoding pool
