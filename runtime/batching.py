@@ -18,7 +18,8 @@ pool. When nothing is queued and no worker is running, such a model runs in the 
 (``_run_now``): no queue, future or task switch.
 
 Lone requests. A request that is the only one the server is handling (``ServerState.in_progress``, every
-protocol counted) on an idle model also runs in its own task when it is one row of at most
+protocol counted, after one turn of the loop so that requests that arrived together count: ``DataPlane._alone``)
+on an idle model also runs in its own task when it is one row of at most
 ``LONE_MAX_ELEMENTS`` elements, the model's runs average below ``LONE_BELOW_S`` and its deadline, if any, is
 more than two such runs away. Nothing else can be waiting for the loop, so blocking it costs nobody anything,
 while the hand-off to a pool thread and back costs two thread wake-ups, which on a virtual machine are slow
