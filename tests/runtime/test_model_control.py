@@ -164,7 +164,9 @@ def test_a_broken_new_version_keeps_the_old_one_serving(tmp_path):
 
 
 def test_unload_completes_the_requests_in_flight(tmp_path):
-    models.save(tmp_path, "slow", models.slow(1500))  # ~0.7 s per run
+    # several tenths of a second per run: the third request, queued behind two runs, ends well after the unload
+    # starts, even on a fast machine (at 1500 iterations the three ended only 0.23 s after it once)
+    models.save(tmp_path, "slow", models.slow(3000))
     place(tmp_path, "m", 1, 1.0)
     with run_server(tmp_path, *EXPLICIT, "--load-model", "slow", "--load-model", "m", "--instances", "2") as server:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
