@@ -173,6 +173,7 @@ def test_a_lone_requests_small_image_is_decoded_on_the_loop(
             plane = DataPlane(state)
             model = plane.model("cnn")
             expected = decode_image(upload, model.image, state.settings.max_image_pixels)
+            state.decode_executor.shutdown()
             pool = state.decode_executor = _CountingPool()
             state.in_progress = in_progress
             for coroutine in (
@@ -199,7 +200,7 @@ def test_requests_that_arrive_together_are_not_lone(tmp_path: Path) -> None:
     upload = images.png(np.random.default_rng(4).integers(0, 256, (8, 8, 3), dtype=np.uint8))
     models.build_repository(tmp_path)
 
-    async def scenario() -> tuple[int, int, int, int]:
+    async def scenario() -> tuple[list[bool], int, list[bool], int]:
         state = ServerState(parse_settings(["--repository", str(tmp_path), "--model", "slow", "--model", "cnn"]))
         await state.open()
         try:
@@ -207,6 +208,7 @@ def test_requests_that_arrive_together_are_not_lone(tmp_path: Path) -> None:
                 await asyncio.sleep(0.02)
             plane = DataPlane(state)
             slow, cnn = plane.model("slow"), plane.model("cnn")
+            state.decode_executor.shutdown()
             decodes = state.decode_executor = _CountingPool()
             on_loop: list[bool] = []  # per model run: whether it ran on the event loop's thread
             predict = slow.engine.predict
