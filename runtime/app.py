@@ -32,7 +32,6 @@ from runtime.settings import Settings
 from runtime.state import ServerState
 
 log = logging.getLogger("runtime")
-access_log = logging.getLogger("runtime.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -75,16 +74,7 @@ def error_middleware(state: ServerState) -> Middleware:
             log.exception("unhandled error in %s %s", request.method, request.path)
             return _error_response(500, "internal server error (see the server log)")
         finally:
-            state.in_progress -= 1
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "%s %s model=%s status=%d duration_ms=%.2f",
-                    request.method,
-                    request.path,
-                    request.get(MODEL, "-"),
-                    status,
-                    (time.perf_counter() - started) * 1e3,
-                )
+            state.answered(request.method, request.path, request.get(MODEL, "-"), status, started)
 
     return middleware
 

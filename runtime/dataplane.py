@@ -250,9 +250,13 @@ class DataPlane:
             raise BadRequest(f"model {model.name!r} has no image input; use /api/models/{model.name}/predict")
         loop = asyncio.get_running_loop()
         max_pixels = self.state.settings.max_image_pixels
-        if len(data) <= LONE_DECODE_MAX_BYTES and await self._alone():
+        if await self._lone_upload(len(data)):
             return await self._decode_opened(open_image(data, max_pixels), model.image)
         return await loop.run_in_executor(self.state.decode_executor, decode_image, data, model.image, max_pixels)
+
+    async def _lone_upload(self, size: int) -> bool:
+        """Whether an upload of ``size`` bytes may be opened on the loop: a lone request's small image."""
+        return size <= LONE_DECODE_MAX_BYTES and await self._alone()
 
     async def _alone(self) -> bool:
         """Whether the asking request is the only one the server is handling (``ServerState.in_progress``).
@@ -286,8 +290,7 @@ class DataPlane:
             )
         loop = asyncio.get_running_loop()  # Pillow work goes to the decoding pool, off the event loop
         settings = self.state.settings
-        # except a lone request's one small image
-        if items.size == 1 and len(items.flat[0]) <= LONE_DECODE_MAX_BYTES and await self._alone():
+        if items.size == 1 and await self._lone_upload(len(items.flat[0])):  # except a lone request's one small image
             opened = open_batch(items, model.image, settings.max_image_pixels, settings.max_request_pixels)
             return (await self._decode_opened(opened[0], model.image))[None, ...]
         return await loop.run_in_executor(

@@ -41,7 +41,6 @@ from runtime.state import Phase, ServerState
 from runtime.tls import grpc_credentials
 
 log = logging.getLogger("runtime")
-access_log = logging.getLogger("runtime.access")
 
 SERVICE = "inference.GRPCInferenceService"
 
@@ -171,15 +170,7 @@ class _Rpc:
             log.exception("unhandled error in gRPC %s", self.name)
             await context.abort(code, "internal server error (see the server log)")
         finally:
-            state.in_progress -= 1
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    "GRPC %s model=%s status=%s duration_ms=%.2f",
-                    self.path,
-                    call.model,
-                    code.name,
-                    (time.perf_counter() - started) * 1e3,
-                )
+            state.answered("GRPC", self.path, call.model, code.name, started)
         raise AssertionError("unreachable: context.abort raises")
 
 

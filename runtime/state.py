@@ -17,6 +17,7 @@ import asyncio
 import enum
 import logging
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,6 +31,7 @@ from runtime.repository import LoadedModel, ModelVersion, Repository, find_model
 from runtime.settings import Settings
 
 log = logging.getLogger("runtime")
+access_log = logging.getLogger("runtime.access")
 
 DYNAMIC_MODEL_ROOM = 16  # explicit/poll modes: thread-pool room for this many versions, whatever is on disk
 DEFAULT_MERGE_ROWS = 256  # batching cap for models that accept any number of rows (PMML's -1)
@@ -80,6 +82,21 @@ class ServerState:
         self._listeners: list[Callable[[Phase], None]] = []
         self._loading: asyncio.Task | None = None
         self._draining: list[asyncio.Task] = []
+
+    # ---- requests -------------------------------------------------------------------------------
+    def answered(self, method: str, path: str, model: str, status: object, started: float) -> None:
+        """A request or call counted in ``in_progress`` is done: uncount it and write its access log line, in the
+        one format both protocols share (``started``: its ``time.perf_counter()`` at arrival)."""
+        self.in_progress -= 1
+        if access_log.isEnabledFor(logging.INFO):
+            access_log.info(
+                "%s %s model=%s status=%s duration_ms=%.2f",
+                method,
+                path,
+                model,
+                status,
+                (time.perf_counter() - started) * 1e3,
+            )
 
     # ---- phase ----------------------------------------------------------------------------------
     def ready(self) -> bool:
