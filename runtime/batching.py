@@ -149,8 +149,7 @@ class Batcher:
                 f"model {self.engine.manifest.name!r} is overloaded: {self.max_queue} requests already queued",
                 retry_after=1,
             )
-        first = next(iter(inputs.values()), None)
-        rows = int(first.shape[0]) if self._batch_axis and first is not None and first.ndim > 0 else 1
+        rows = self._rows(inputs)
         if self._idle():
             if self._inline(inputs):
                 return self._run_now(inputs, outputs, rows)
@@ -174,6 +173,20 @@ class Batcher:
         finally:
             self._take(job)
             self.metrics.pending.dec()
+
+    def inline_now(self, inputs: dict[str, np.ndarray]) -> bool:
+        """Whether ``infer`` would run ``inputs`` inline right now (a tiny model on an idle queue): then a caller
+        that can answer synchronously calls ``run_now`` instead, and saves ``infer``'s coroutine."""
+        return self._idle() and self._inline(inputs)
+
+    def run_now(self, inputs: dict[str, np.ndarray], outputs: Sequence[str] | None) -> dict[str, np.ndarray]:
+        """Run in the caller, now: after ``inline_now`` said yes, with nothing awaited in between."""
+        return self._run_now(inputs, outputs, self._rows(inputs))
+
+    def _rows(self, inputs: dict[str, np.ndarray]) -> int:
+        """The request's row count: its first input's first axis when the model has a batch axis, else 1."""
+        first = next(iter(inputs.values()), None)
+        return int(first.shape[0]) if self._batch_axis and first is not None and first.ndim > 0 else 1
 
     def _idle(self) -> bool:
         """Nothing queued, no worker running and no batch delay asked for: a run now delays nobody."""

@@ -74,7 +74,7 @@ class InferenceService:
         version = request.model_version or None
         model = self.dataplane.model(request.model_name, version)
         decoded, raw = v2_grpc.decode_request(request, self.settings.max_elements)
-        response = await self.dataplane.infer(
+        response = self.dataplane.infer_now(model, decoded, started=call.started) or await self.dataplane.infer(
             model, decoded, started=call.started, deadline=call.deadline, version=version
         )
         return v2_grpc.encode_response(response, raw)

@@ -17,6 +17,7 @@ from runtime.errors import BadRequest
 
 _NUMPY = {d.value: d.numpy for d in datatypes.Datatype}
 _V2_NAMES = {d.numpy: d.value for d in datatypes.Datatype if d.numpy.kind != "O"}  # native numeric dtype -> name
+FLOAT_DTYPES = {d.value: d.numpy for d in datatypes.Datatype if d.is_float}  # "FP32" -> float32, ...
 
 
 def numpy_dtype(datatype: str) -> np.dtype:

@@ -26,8 +26,9 @@ async def model_infer(request: web.Request) -> web.Response:
     rest = v2_rest.decode_request(
         await request.read(), request.headers.get(v2_binary.HEADER), limits.max_json_depth, limits.max_elements
     )
-    response = await plane.infer(
-        found, rest.request, started=request[STARTED], deadline=request[DEADLINE], version=version
+    started = request[STARTED]
+    response = plane.infer_now(found, rest.request, started=started) or await plane.infer(
+        found, rest.request, started=started, deadline=request[DEADLINE], version=version
     )
     body, content_type, headers = v2_rest.encode_response(response, rest)
     return web.Response(body=body, content_type=content_type, headers=headers)

@@ -4,16 +4,24 @@ task, the per-model input check, the lock-free histograms and the warm-up's batc
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pytest
+from aiohttp import web
 
 from bundle.manifest import read_manifest
+from runtime.app import create_app
 from runtime.batching import Batcher
+from runtime.codecs import v2_rest
+from runtime.dataplane import InferenceRequest
 from runtime.engines import EngineOptions, load_engine
-from runtime.errors import BadRequest
+from runtime.errors import BadRequest, ModelportError
+from runtime.handlers.common import DATAPLANE, STATE
 from runtime.metrics import BUCKETS_US, Metrics
 from runtime.settings import parse_settings
 from runtime.state import ServerState
@@ -123,3 +131,105 @@ def test_an_engine_says_how_many_runs_at_once_it_serves_best(tmp_path: Path) -> 
     two = load_engine("onnx", version_dir, manifest, EngineOptions(intra_op_threads=2))
     one = load_engine("onnx", version_dir, manifest, EngineOptions(intra_op_threads=1))
     assert (two.concurrency, one.concurrency) == (2, 1)
+
+
+def _body(value: object) -> bytes:
+    return json.dumps(value).encode() if not isinstance(value, bytes) else value
+
+
+_X = {"name": "x", "datatype": "FP32", "shape": [2, 3], "data": [[1, 2.5, 3], [4, 5, 6e-3]]}
+_PLAIN = [  # bodies the one-pass decoder takes
+    {"inputs": [_X]},
+    {"inputs": [_X], "id": "r-1"},
+    {"inputs": [{**_X, "data": [1, 2, 3, 4, 5, 6]}]},  # flat integers for a float tensor
+    {"inputs": [{**_X, "datatype": "FP64"}, {**_X, "name": "y", "datatype": "FP16"}]},
+    {"inputs": [{**_X, "shape": [0, 3], "data": []}]},
+    {"inputs": [{**_X, "data": [[1, True, 3], [4, 5, 6]]}]},  # numpy reads a bool among numbers as one
+]
+_OTHER = [  # valid or not, these take the general path, which names what is wrong
+    {"inputs": [_X], "outputs": [{"name": "probs"}]},
+    {"inputs": [_X], "parameters": {"binary_data_output": True}},
+    {"inputs": [{**_X, "parameters": {}}]},
+    {"inputs": [_X], "id": 7},
+    {"inputs": [_X], "id": None},
+    {"inputs": [{**_X, "datatype": "INT32", "data": [1, 2, 3, 4, 5, 6]}]},
+    {"inputs": [{**_X, "datatype": "BYTES", "data": ["a", "b", "c", "d", "e", "f"]}]},
+    {"inputs": [{**_X, "datatype": "FP33"}]},
+    {"inputs": [{**_X, "data": [[1, 2], [3, 4, 5]]}]},  # ragged
+    {"inputs": [{**_X, "data": [1, 2, 3]}]},  # too few values
+    {"inputs": [{**_X, "data": [True] * 6}]},
+    {"inputs": [{**_X, "data": ["1"] * 6}]},
+    {"inputs": [{**_X, "data": [1, None, 3, 4, 5, 6]}]},
+    {"inputs": [{**_X, "shape": [2, -3]}]},
+    {"inputs": [{**_X, "shape": [2, True, 3]}]},
+    {"inputs": [{**_X, "shape": "2x3"}]},
+    {"inputs": [{**_X, "name": 5}]},
+    {"inputs": [_X, _X]},  # the same name twice
+    {"inputs": [{**_X, "shape": [2000, 3000], "data": [0]}]},  # over --max-elements
+    {"inputs": []},
+    {"inputs": {"x": [1, 2]}},
+    [_X],
+    {"inputs": [[1, 2, 3]]},
+    b"",
+    b"{not json",
+    b'{"inputs": [' * 40 + b"]" * 40 + b"}",  # deeper than --max-json-depth
+]
+
+
+@pytest.mark.parametrize("value", _PLAIN + _OTHER)
+def test_the_one_pass_decoder_returns_what_the_general_one_does(value: object) -> None:
+    """``plain_request`` takes the common body and gives up (None) on every other: whenever it answers, its
+    answer is the general decoder's, array for array; the common bodies do take it."""
+    body, limits = _body(value), (64, 1_000_000)
+    plain = v2_rest.plain_request(body, *limits)
+    assert (plain is not None) == (value in _PLAIN)
+    try:
+        general = v2_rest.decode_general(body, None, *limits)
+    except ModelportError as exc:
+        assert plain is None, f"the one-pass decoder accepted what the general one refuses: {exc}"
+        with pytest.raises(type(exc), match=re.escape(str(exc))):  # and the request gets the general message
+            v2_rest.decode_request(body, None, *limits)
+        return
+    if plain is None:
+        return
+    assert plain.request.id == general.request.id and plain.request.outputs == general.request.outputs
+    assert plain.request.parameters == general.request.parameters
+    assert (plain.binary_default, plain.binary_by_name) == (general.binary_default, general.binary_by_name)
+    assert plain.request.inputs.keys() == general.request.inputs.keys()
+    for name, array in general.request.inputs.items():
+        assert plain.request.inputs[name].dtype == array.dtype and plain.request.inputs[name].shape == array.shape
+        np.testing.assert_array_equal(plain.request.inputs[name], array)
+
+
+def test_a_tiny_models_request_is_answered_in_one_synchronous_call(tmp_path: Path) -> None:
+    """``DataPlane.infer_now``: the answer and the metrics of ``infer``, without a coroutine, on an idle queue;
+    None, with nothing run or counted, when the request must queue; a refused input counted as a failure."""
+    models.save(tmp_path, "m", models.mlp())
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+
+    async def scenario() -> None:
+        app = create_app(parse_settings(["--repository", str(tmp_path), "--intra-op-threads", "1"]))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        try:
+            plane = app[DATAPLANE]
+            while not app[STATE].ready():
+                await asyncio.sleep(0.02)
+            model = plane.model("m", None)
+            metrics = model.metrics
+            answer = plane.infer_now(model, InferenceRequest({"x": x}, id="r1"), started=time.perf_counter())
+            assert answer is not None and answer.id == "r1" and [n for n, _ in answer.outputs] == ["probs"]
+            np.testing.assert_array_equal(answer.outputs[0][1], model.engine.predict({"x": x})["probs"])
+            assert (metrics.success.value, metrics.exec_count.value, metrics.inference_count.value) == (1, 1, 2)
+            assert sum(metrics.request_us.counts) == 1
+            model.batcher._busy = 1  # a worker is running: this request would queue
+            assert plane.infer_now(model, InferenceRequest({"x": x}), started=time.perf_counter()) is None
+            model.batcher._busy = 0
+            assert (metrics.success.value, metrics.failure.value, metrics.exec_count.value) == (1, 0, 1)
+            with pytest.raises(BadRequest, match="'x'"):
+                plane.infer_now(model, InferenceRequest({"x": x[:, :3]}), started=time.perf_counter())
+            assert metrics.failure.value == 1
+        finally:
+            await runner.cleanup()
+
+    asyncio.run(scenario())
