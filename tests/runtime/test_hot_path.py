@@ -1,5 +1,6 @@
 """The per-request fast paths from profiling (issue 15): a tiny model on an idle queue runs in the caller's
-task, the per-model input check, the lock-free histograms and the warm-up's batching decision."""
+task, the per-model input check, the lock-free histograms, the warm-up's batching decision, the one-pass V2
+JSON decoder and the synchronous answer for a tiny model (``DataPlane.infer_now``)."""
 
 from __future__ import annotations
 
