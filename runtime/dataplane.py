@@ -21,7 +21,6 @@ Models are looked up in the ``Repository`` on every call, so a registry that swa
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -206,8 +205,7 @@ class DataPlane:
             inputs = dict(inputs)
             inputs[image.input] = await self._decode_images(model, inputs[image.input])
         results = await self.run(model, inputs, request.outputs, started=started, deadline=deadline, version=version)
-        order = request.outputs or [o.name for o in model.manifest.outputs]
-        return InferenceResponse(model.name, model.version, [(n, results[n]) for n in order], request.id)
+        return _response(model, request, results)
 
     def infer_now(self, model: LoadedModel, request: InferenceRequest, *, started: float) -> InferenceResponse | None:
         """``infer`` in one synchronous call, for a tiny model on an idle queue (runtime/batching.py: its run
@@ -229,10 +227,8 @@ class DataPlane:
         except ModelportError:
             metrics.failure.inc()
             raise
-        metrics.success.inc()
-        metrics.request_us.observe((time.perf_counter() - started) * 1e6)
-        order = outputs or [o.name for o in model.manifest.outputs]
-        return InferenceResponse(model.name, model.version, [(n, results[n]) for n in order], request.id)
+        metrics.succeeded(started)
+        return _response(model, request, results)
 
     async def run(
         self,
@@ -265,8 +261,7 @@ class DataPlane:
             raise
         finally:
             entry.inflight -= 1
-        metrics.success.inc()
-        metrics.request_us.observe((time.perf_counter() - started) * 1e6)
+        metrics.succeeded(started)
         return result
 
     async def decode_image(self, model: LoadedModel, data: bytes) -> np.ndarray:
@@ -326,6 +321,12 @@ class DataPlane:
             settings.max_image_pixels,
             settings.max_request_pixels,
         )
+
+
+def _response(model: LoadedModel, request: InferenceRequest, results: dict[str, np.ndarray]) -> InferenceResponse:
+    """The outputs the request asked for, in its order (every output in manifest order when it named none)."""
+    order = request.outputs or [o.name for o in model.manifest.outputs]
+    return InferenceResponse(model.name, model.version, [(n, results[n]) for n in order], request.id)
 
 
 def _encoded(model: LoadedModel, name: str, array: np.ndarray) -> bool:

@@ -91,6 +91,11 @@ class ModelMetrics:
     exec_count: Count = field(default_factory=Count)
     pending: Count = field(default_factory=Count)
 
+    def succeeded(self, started: float) -> None:
+        """One request answered (``started``: its ``time.perf_counter()`` at arrival), whichever path ran it."""
+        self.success.value += 1
+        self.request_us.observe((time.perf_counter() - started) * 1e6)
+
     def executed(self, compute_us: float, rows: int) -> None:
         """One model execution of ``rows`` rows (a merged batch counts once): one call on every request's path."""
         self.compute_us.observe(compute_us)
