@@ -82,6 +82,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+RSS_SETTLE_S = 1.0  # the server's resident memory is read this long after its last cell: its size at rest
+
+
 def process_tree_rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and every descendant (gunicorn and MLServer fork workers)."""
     children: dict[int, list[int]] = {}
@@ -240,6 +243,7 @@ def measure_server(model: str, server: Server, seconds: float, workdir: Path) ->
                     f"  p50 {cell.p50_ms:8.2f} ms  p99 {cell.p99_ms:8.2f} ms  errors {cell.errors}",
                     flush=True,
                 )
+        time.sleep(RSS_SETTLE_S)
         info["rss_mb"] = process_tree_rss_mb(process.pid)
     finally:
         stop(process)
@@ -958,7 +962,8 @@ def write_report(
             "for every gRPC server (× MLServer compares gRPC with MLServer's gRPC); "
             f"{seconds:g} s per cell after a 1 s warm-up; concurrency = open connections. Every server uses "
             f"{THREADS} onnxruntime intra-op threads. Cold start: process start to the first successful inference "
-            "answer. RSS: the server's whole process tree after the load. Random-weight models (bench/build_models.py) "
+            f"answer. RSS: the server's whole process tree {RSS_SETTLE_S:g} s after the load (its size at rest). "
+            "Random-weight models (bench/build_models.py) "
             "converted by `python -m convert`; the Flask service loads the original Keras model.",
             "",
             "![throughput](benchmarks.png)",
