@@ -7,13 +7,9 @@ parsing, graph optimisation) leaves its temporary memory behind too. Container l
 that figure, not what the process uses. ``malloc_trim(0)`` returns the free pages at the top and inside
 the heaps (glibc >= 2.8 releases whole free pages in the middle too).
 
-``HeapTrimmer`` trims once after the models load, then whenever the server has gone quiet after answering
-requests: the first check (every ``interval`` seconds) that finds requests answered since the last trim and
-none in progress. An idle server is not touched, and a trim never runs in the event loop (it walks the heap
-for a few milliseconds). Under a load that never pauses it trims at most every ``busy_interval`` seconds:
-a trim holds glibc's arena locks while it walks the heap, so the inference threads' allocations wait, and the
-pages it releases are faulted straight back in by the next requests (what trimming under load cost is
-measured in docs/runtime.md, "Memory"). It also caps glibc at ``ARENAS`` malloc arenas: each thread that
+``HeapTrimmer`` trims once after the models load, then every ``interval`` seconds, but only when requests
+were answered since the last trim (an idle server is not touched) and off the event loop (a trim walks
+the heap for a few milliseconds). It also caps glibc at ``ARENAS`` malloc arenas: each thread that
 allocates (the inference pool, onnxruntime's threads) otherwise gets an arena of its own, each holding
 its own freed memory.
 
@@ -64,23 +60,12 @@ def trim() -> bool:
 
 
 class HeapTrimmer:
-    """Trims when ``activity()`` (a count of answered requests) has moved and ``busy()`` (requests in progress)
-    is false, checking every ``interval`` seconds; while ``busy()`` stays true, at most every ``busy_interval``."""
+    """Trims every ``interval`` seconds while ``activity()`` (a count of answered requests) moves."""
 
-    def __init__(
-        self,
-        executor: Executor,
-        activity: Callable[[], float],
-        busy: Callable[[], bool] = lambda: False,
-        *,
-        interval: float = 0.5,
-        busy_interval: float = 30.0,
-    ) -> None:
+    def __init__(self, executor: Executor, activity: Callable[[], float], interval: float = 2.0) -> None:
         self._executor = executor
         self._activity = activity
-        self._busy = busy
         self._interval = interval
-        self._busy_interval = busy_interval
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -98,15 +83,11 @@ class HeapTrimmer:
             await asyncio.get_running_loop().run_in_executor(self._executor, trim)
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         seen = self._activity()
         await self.trim_now()  # what loading the models left behind
-        last = loop.time()
         while True:
             await asyncio.sleep(self._interval)
             now = self._activity()
-            if now == seen or (self._busy() and loop.time() - last < self._busy_interval):
-                continue
-            seen = now
-            await self.trim_now()
-            last = loop.time()
+            if now != seen:
+                seen = now
+                await self.trim_now()

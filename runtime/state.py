@@ -141,7 +141,7 @@ class ServerState:
         # image decoding has a pool of its own: in one shared pool, concurrent uploads' decodes can take every
         # thread and a model's next run then waits behind them (reasoned from the pool sizes; not measured apart)
         self.decode_executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
-        self.trimmer = HeapTrimmer(self.executor, self.metrics.answered, lambda: self.in_progress > 0)
+        self.trimmer = HeapTrimmer(self.executor, self.metrics.answered)
         for entry in repository.entries():
             self.metrics.model(entry.name, entry.version)  # every model appears in /metrics from the start
         self._loading = asyncio.create_task(self._load_all(), name="load models")

@@ -76,37 +76,3 @@ def test_trimmer_trims_after_activity_only(monkeypatch: pytest.MonkeyPatch) -> N
     assert after_load == 1
     assert idle == 1
     assert busy == 2
-
-
-def test_trimmer_waits_for_a_pause_under_load(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Requests answered while others are in progress: no trim until the server pauses, or until busy_interval
-    has passed since the last trim (a load that never pauses still gets its memory back now and then)."""
-    calls: list[int] = []
-    monkeypatch.setattr(memory, "trim", lambda: calls.append(1) or True)
-    answered, busy = [0], [True]
-
-    async def answering(seconds: float) -> None:  # requests answered for ``seconds``, by the clock
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while loop.time() < end:
-            answered[0] += 3
-            await asyncio.sleep(0.02)
-
-    async def scenario() -> list[int]:
-        with ThreadPoolExecutor(1) as pool:
-            trimmer = memory.HeapTrimmer(pool, lambda: answered[0], lambda: busy[0], interval=0.02, busy_interval=0.4)
-            trimmer.start()
-            await asyncio.sleep(0.01)
-            seen = [len(calls)]  # 1: after the load
-            await answering(0.2)  # always something in progress
-            seen.append(len(calls))  # still 1
-            busy[0] = False  # the load pauses
-            await asyncio.sleep(0.1)
-            seen.append(len(calls))  # 2: trimmed in the pause
-            busy[0] = True
-            await answering(0.55)  # unbroken load: 0.4 s after the pause's trim passes once, 0.8 s does not
-            seen.append(len(calls))  # 3
-            await trimmer.stop()
-            return seen
-
-    assert asyncio.run(scenario()) == [1, 1, 2, 3]
