@@ -82,9 +82,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-RSS_SETTLE_S = 1.0  # the server's resident memory is read this long after its last cell: its size at rest
-
-
 def process_tree_rss_mb(pid: int) -> float:
     """Resident memory of ``pid`` and every descendant (gunicorn and MLServer fork workers)."""
     children: dict[int, list[int]] = {}
@@ -243,7 +240,6 @@ def measure_server(model: str, server: Server, seconds: float, workdir: Path) ->
                     f"  p50 {cell.p50_ms:8.2f} ms  p99 {cell.p99_ms:8.2f} ms  errors {cell.errors}",
                     flush=True,
                 )
-        time.sleep(RSS_SETTLE_S)
         info["rss_mb"] = process_tree_rss_mb(process.pid)
     finally:
         stop(process)
@@ -266,6 +262,9 @@ class PairTarget:
     model: str
     a: tuple[str, str, int, str]  # (server, api, concurrency, "rps" | "p50_ms"); server "raw": raw onnxruntime
     b: tuple[str, str, int, str]
+    # A latency target's floor: a no-op server answering the same request (no model, no parsing). Any server's
+    # latency includes at least the no-op's, so ``(b + floor) / b`` is the least any server could reach.
+    floor: tuple[str, str, int, str] | None = None
 
 
 PAIR_TARGETS = (
@@ -316,6 +315,7 @@ PAIR_TARGETS = (
         "mobilenetv2",
         ("modelport", "V2 binary", 1, "p50_ms"),
         ("raw", "", 1, "p50_ms"),
+        floor=("no-op aiohttp", "V2 binary", 1, "p50_ms"),
     ),
     PairTarget(
         "MobileNetV2 V2 binary c=8 vs raw ORT best in-process throughput (≥ 0.9×)",
@@ -332,6 +332,7 @@ PAIR_TARGETS = (
         "mobilenetv2",
         ("modelport", "gRPC", 1, "p50_ms"),
         ("raw", "", 1, "p50_ms"),
+        floor=("no-op grpc.aio", "gRPC", 1, "p50_ms"),
     ),
     PairTarget(
         "MobileNetV2 640×480 JPEG c=1 p50 vs in-process decode + ORT (≤ 1.25×)",
@@ -368,12 +369,12 @@ def paired_rounds(model: str, models_dir: Path, workdir: Path, seconds: float) -
     sides of a ratio alike. Returns ``{"server|api|c|field": [one value per round]}``."""
     sides: list[tuple[str, str, int]] = []  # in target order, so that the two sides of a ratio run back to back
     for target in PAIR_TARGETS:
-        for side in (target.a, target.b):
-            if target.model == model and side[:3] not in sides:
+        for side in (target.a, target.b, target.floor):
+            if side is not None and target.model == model and side[:3] not in sides:
                 sides.append(side[:3])
     ports = {key: free_port() for key in ("modelport", "modelport_grpc", "modelport_unbatched", "bare", "mlserver")}
-    ports |= {key: free_port() for key in ("mlserver_grpc", "noop", "flask", "workers", "int8")}
-    servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports)}
+    ports |= {key: free_port() for key in ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http")}
+    servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports, floors=True)}
     running: list[subprocess.Popen] = []
     values: dict[str, list[float]] = {}
     try:
@@ -432,7 +433,15 @@ def paired_targets(paired: dict) -> list[tuple[str, str, bool | None]]:
         mean = sum(ratios) / len(ratios)
         rounds = ", ".join(f"{r:.2f}" for r in ratios)
         met = mean >= target.goal if target.higher else mean <= target.goal
-        out.append((target.text, f"{mean:.2f}× (rounds: {rounds})", met))
+        text = f"{mean:.2f}× (rounds: {rounds})"
+        floor = values.get("|".join(map(str, target.floor))) if target.floor else None
+        if floor and len(floor) == len(b):
+            floors = [(y + f) / y for y, f in zip(b, floor, strict=True)]
+            text += (
+                f"; the floor, {target.floor[0]} on the same request: {sum(floors) / len(floors):.2f}× "
+                f"(rounds: {', '.join(f'{r:.2f}' for r in floors)})"
+            )
+        out.append((target.text, text, met))
     return out
 
 
@@ -488,7 +497,10 @@ def image_file(models_dir: Path) -> Path:
     return photo if photo.is_file() else models_dir / "sample.jpg"
 
 
-def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, int]) -> list[Server]:
+def servers_for(
+    model: str, models_dir: Path, workdir: Path, ports: dict[str, int], floors: bool = False
+) -> list[Server]:
+    """Every server the run measures for ``model``; ``floors``: also the no-op HTTP server (paired rounds only)."""
     bundle = models_dir / "repo" / model / "1"
     manifest = json.loads((bundle / "modelport.json").read_text())
     spec = manifest["inputs"][0]
@@ -651,6 +663,37 @@ def servers_for(model: str, models_dir: Path, workdir: Path, ports: dict[str, in
         servers[-1].command[servers[-1].command.index("--port") + 1] = str(ports["int8"])
         servers[-1].command[servers[-1].command.index("--grpc-port") + 1] = "0"  # REST rows only
     servers.append(workers)
+    if floors:  # the floor of the V2 binary latency targets: the same request to a server with no model
+        head = json.dumps(
+            {
+                "model_name": model,
+                "model_version": "1",
+                "outputs": [
+                    {
+                        "name": output,
+                        "datatype": "FP32",
+                        "shape": out_shape,
+                        "parameters": {"binary_data_size": 4 * int(np.prod(out_shape))},
+                    }
+                ],
+            }
+        ).encode()
+        canned_http = workdir / f"noop-http-{model}.bin"
+        canned_http.write_bytes(head + np.zeros(out_shape, "<f4").tobytes())
+        servers.append(
+            Server(
+                "no-op aiohttp",
+                ports["noop_http"],
+                [
+                    SERVE_PY,
+                    str(ROOT / "bench/servers/noop_http.py"),
+                    str(ports["noop_http"]),
+                    str(canned_http),
+                    str(len(head)),
+                ],
+                [e for e in modelport_endpoints if e.api == "V2 binary"],
+            )
+        )
     if model == "mlp":
         return [*servers, bare, mlserver, noop, flask]
     return [*servers, mlserver, noop, flask]
@@ -962,8 +1005,7 @@ def write_report(
             "for every gRPC server (× MLServer compares gRPC with MLServer's gRPC); "
             f"{seconds:g} s per cell after a 1 s warm-up; concurrency = open connections. Every server uses "
             f"{THREADS} onnxruntime intra-op threads. Cold start: process start to the first successful inference "
-            f"answer. RSS: the server's whole process tree {RSS_SETTLE_S:g} s after the load (its size at rest). "
-            "Random-weight models (bench/build_models.py) "
+            "answer. RSS: the server's whole process tree after the load. Random-weight models (bench/build_models.py) "
             "converted by `python -m convert`; the Flask service loads the original Keras model.",
             "",
             "![throughput](benchmarks.png)",
