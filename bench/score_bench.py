@@ -36,7 +36,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -48,10 +51,12 @@ sys.path.insert(0, str(ROOT))
 
 from bundle.manifest import read_manifest  # noqa: E402
 from runtime.codecs.image import decode_image, image_preprocessing  # noqa: E402
-from score.job import Job, run, session  # noqa: E402
+from score.job import ARROW_UNLIMITED_BYTES, BATCH_ROWS_KEY, Job, run, session  # noqa: E402
+from score.plan import DEFAULT_BATCH_ROWS  # noqa: E402
 
 SPARK_CONF = {"spark.ui.enabled": "false", "spark.sql.files.maxPartitionBytes": str(16 << 20)}
 ROW_GROUP = 100_000
+REFERENCE_PASSES = 3  # the in-process loops: the mean of this many passes
 DOC = ROOT / "docs" / "batch.md"
 START, END = "<!-- score-bench:start -->", "<!-- score-bench:end -->"
 LAYOUTS = ("array", "columns")  # the MLP table: its [N, 32] input as one list<float> column x, or f0 ... f31
@@ -144,119 +149,160 @@ def reference_images(folder: Path, version_dir: Path) -> float:
 
 
 # ---- Spark runs -----------------------------------------------------------------------------------------------
-def score_seconds(
-    source: Path,
-    repository: Path,
-    model: str,
-    executors: int,
-    out: Path,
-    keep: list[str],
-    mapping: dict[str, str] | None = None,
-) -> tuple[float, float]:
-    """(end-to-end wall seconds, the scoring job's seconds)."""
-    shutil.rmtree(out, ignore_errors=True)
-    job = Job(input=str(source), repository=repository, model=model, output=str(out), master=master(executors))
-    job.keep, job.conf, job.mapping = keep, SPARK_CONF, mapping or {}
-    started = time.perf_counter()
-    result = run(job)
-    seconds = time.perf_counter() - started
-    assert result.errors == 0, f"{result.errors} rows failed"
-    return seconds, result.job_seconds
+ROUNDS = 2  # each size scored this many times, alternating, in one warm application
 
 
-def pandas_seconds(
-    source: Path, model: Path, width: int, executors: int, out: Path, layout: str
-) -> tuple[float, float]:
-    """The plain job: mapInPandas, the features as one numpy array (the array column, a pandas object column
-    of arrays, stacked; or the feature columns), onnxruntime, and each row's output vector back as a pandas
-    object column of lists (Spark's defaults otherwise)."""
-    shutil.rmtree(out, ignore_errors=True)
-    started = time.perf_counter()
+@contextmanager
+def application(executors: int) -> Iterator[Any]:
+    """A Spark application on ``local-cluster[executors,1,1536]``, stopped and its work directory removed after."""
     spark = session(Job(input="", repository=Path("."), model="", output="", master=master(executors), conf=SPARK_CONF))
     try:
-        spark.sparkContext.addFile(str(model))
-        name = model.name
-        features = feature_names(width)
-
-        def predict(frames):
-            import onnxruntime as ort
-            import pandas as pd
-            from pyspark import SparkFiles
-
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = 1
-            sess = ort.InferenceSession(SparkFiles.get(name), options, providers=["CPUExecutionProvider"])
-            input_name = sess.get_inputs()[0].name
-            for frame in frames:
-                if layout == "array":
-                    x = np.stack(frame["x"].to_numpy()).astype(np.float32, copy=False)
-                else:
-                    x = frame[features].to_numpy(dtype=np.float32)
-                y = sess.run(None, {input_name: x})[0]
-                yield pd.DataFrame({"id": frame["id"], "y": list(y)})
-
-        frame = spark.read.parquet(str(source))
-        writing = time.perf_counter()
-        frame.mapInPandas(predict, "id long, y array<float>").write.parquet(str(out))
-        job = time.perf_counter() - writing
+        yield spark
     finally:
         app = spark.sparkContext.applicationId
         spark.stop()
         shutil.rmtree(Path(pyspark.__file__).parent / "work" / app, ignore_errors=True)
-    return time.perf_counter() - started, job
 
 
-def slope(sizes: list[int], timings: list[tuple[float, float]]) -> tuple[float, float]:
-    """Steady-state rows/s (from the jobs' own seconds) and the start-up + fixed cost in seconds
-    (the end-to-end wall time less the rows at that rate)."""
-    (n1, n2), ((w1, j1), (_, j2)) = sizes, timings
-    rate = (n2 - n1) / (j2 - j1) if j2 > j1 else float("nan")
-    return rate, w1 - n1 / rate
+def timed_write(frame: Any, out: Path) -> float:
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    frame.write.parquet(str(out))
+    return time.perf_counter() - started
 
 
-def measure(name: str, sizes: list[int], runner) -> dict:
-    timings = [runner(i) for i in range(len(sizes))]
-    rate, fixed = slope(sizes, timings)
-    print(f"{name}: {timings} -> {rate:,.1f} rows/s, start-up + fixed {fixed:.1f}s", flush=True)
+def score_job(
+    spark: Any, source: Path, repository: Path, model: str, out: Path, keep: list[str], mapping: dict[str, str] | None
+) -> float:
+    """``python -m score``'s own ``run`` in the open application: the scoring job's seconds."""
+    shutil.rmtree(out, ignore_errors=True)
+    job = Job(input=str(source), repository=repository, model=model, output=str(out), master="(open)")
+    job.keep, job.conf, job.mapping = keep, SPARK_CONF, mapping or {}
+    result = run(job, spark)
+    assert result.errors == 0, f"{result.errors} rows failed"
+    return result.job_seconds
+
+
+def pandas_job(spark: Any, source: Path, model: Path, width: int, out: Path, layout: str) -> float:
+    """The plain job: mapInPandas, the features as one numpy array (the array column, a pandas object column
+    of arrays, stacked; or the feature columns), onnxruntime, and each row's output vector back as a pandas
+    object column of lists (Spark's defaults otherwise)."""
+    spark.sparkContext.addFile(str(model))  # the same file again is a no-op
+    name = model.name
+    features = feature_names(width)
+
+    def predict(frames):
+        import onnxruntime as ort
+        import pandas as pd
+        from pyspark import SparkFiles
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        sess = ort.InferenceSession(SparkFiles.get(name), options, providers=["CPUExecutionProvider"])
+        input_name = sess.get_inputs()[0].name
+        for frame in frames:
+            if layout == "array":
+                x = np.stack(frame["x"].to_numpy()).astype(np.float32, copy=False)
+            else:
+                x = frame[features].to_numpy(dtype=np.float32)
+            y = sess.run(None, {input_name: x})[0]
+            yield pd.DataFrame({"id": frame["id"], "y": list(y)})
+
+    return timed_write(spark.read.parquet(str(source)).mapInPandas(predict, "id long, y array<float>"), out)
+
+
+def floor_job(spark: Any, source: Path, out: Path, outputs: int, python: bool) -> float:
+    """What Spark costs before any model: the array table's read and a write of ``python -m score``'s output
+    shape (id, a list<float> of ``outputs`` values, a null error string). ``python``: through ``mapInArrow``
+    as ``python -m score`` goes (the Arrow batches to a Python worker and back) with a function that only
+    slices the input, the least any Python scorer on Spark can cost; otherwise in the JVM alone."""
+    from pyspark.sql import functions as F
+
+    frame = spark.read.parquet(str(source)).select("id", "x")
+    if python:  # the Arrow settings python -m score runs a table with (score.job.scoring_conf)
+        spark.conf.set(BATCH_ROWS_KEY, str(DEFAULT_BATCH_ROWS))
+        spark.conf.set("spark.sql.execution.arrow.maxBytesPerBatch", ARROW_UNLIMITED_BYTES)
+
+        def identity(batches):
+            import pyarrow.compute as pc
+
+            for batch in batches:
+                columns = [
+                    batch.column(0),
+                    pc.list_slice(batch.column(1), 0, outputs),
+                    pa.nulls(batch.num_rows, pa.string()),
+                ]
+                yield pa.RecordBatch.from_arrays(columns, names=["id", "y", "error"])
+
+        scored = frame.mapInArrow(identity, "id long, y array<float>, error string")
+    else:
+        scored = frame.select("id", F.slice("x", 1, outputs).alias("y"), F.lit(None).cast("string").alias("error"))
+    return timed_write(scored, out)
+
+
+def slope(timings: list[tuple[int, float]]) -> tuple[float, float]:
+    """Steady-state rows/s (the least-squares slope of job seconds over rows) and the jobs' fixed seconds."""
+    rows = np.array([n for n, _ in timings], dtype=float)
+    seconds = np.array([t for _, t in timings])
+    per_row, fixed = np.polyfit(rows, seconds, 1)
+    return (1 / per_row if per_row > 0 else float("nan")), float(fixed)
+
+
+def measure(name: str, sizes: list[int], executors: int, job: Callable[[Any, int], float]) -> dict:
+    """``job(spark, i)`` scores input ``i`` (of ``sizes``) and returns the job's seconds. One application: a
+    first job on the smallest input (the Python workers' and the engine's start, the JVM's first compiles),
+    then each size ``ROUNDS`` times, alternating. The steady rate is the slope over those warm jobs; the
+    start-up is the application's start and first job, less the first job's rows at that rate."""
+    started = time.perf_counter()
+    with application(executors) as spark:
+        job(spark, 0)
+        first = time.perf_counter() - started
+        timings = [(sizes[i], job(spark, i)) for _ in range(ROUNDS) for i in range(len(sizes))]
+    rate, fixed = slope(timings)
+    startup = first - sizes[0] / rate if rate > 0 else float("nan")
+    print(f"{name}: {timings} -> {rate:,.1f} rows/s, start-up {startup:.1f}s", flush=True)
     return {
         "name": name,
         "sizes": sizes,
-        "seconds": [w for w, _ in timings],
-        "job_seconds": [j for _, j in timings],
+        "job_seconds": [t for _, t in timings],
         "rows_per_s": rate,
-        "startup_s": fixed,
+        "job_fixed_s": fixed,
+        "startup_s": startup,
     }
 
 
 # ---- report ----------------------------------------------------------------------------------------------------
 def table_markdown(results: dict) -> str:
     lines = [
-        "| workload | configuration | sizes | wall s | job s | steady rows/s | start-up + fixed s | vs reference |",
-        "|---|---|---|---|---|---|---|---|",
+        f"| workload | configuration | sizes | job s (each size {ROUNDS} times) | steady rows/s | start-up s "
+        "| vs reference |",
+        "|---|---|---|---|---|---|---|",
     ]
     for workload in ("mlp", "mobilenetv2"):
         block = results.get(workload)
         if not block:
             continue
         ref = block["reference_rows_per_s"]
-        lines.append(f"| {workload} | {block['reference_name']} | {block['reference_rows']} | | | {ref:,.0f} | | 1 |")
+        passes = ", ".join(f"{v:,.0f}" for v in block.get("reference_passes", []))
+        name, size = block["reference_name"], block["reference_rows"]
+        lines.append(f"| {workload} | {name} | {size} | | {ref:,.0f} (mean of {passes}) | | 1 |")
         for row in block["runs"]:
             sizes = " / ".join(f"{n:,}" for n in row["sizes"])
-            walls = " / ".join(f"{t:.1f}" for t in row["seconds"])
             jobs = " / ".join(f"{t:.1f}" for t in row["job_seconds"])
             if row["rows_per_s"] > 0:  # NaN when the larger size was not slower: sizes too small for the noise
                 rate = f"{row['rows_per_s']:,.0f} | {row['startup_s']:.1f} | {row['rows_per_s'] / ref:.2f}x"
             else:
                 rate = "n/a | n/a | n/a (the larger input was not slower: use larger sizes)"
-            lines.append(f"| {workload} | {row['name']} | {sizes} | {walls} | {jobs} | {rate} |")
+            lines.append(f"| {workload} | {row['name']} | {sizes} | {jobs} | {rate} |")
     lines.append("")
     mlp = results.get("mlp", {}).get("runs", [])
-    plain = [r for r in mlp if r["name"].startswith("plain")]
     ours = [r for r in mlp if r["name"].startswith("python -m score") and "(A/B)" not in r["name"]]
-    if plain and ours and plain[0]["rows_per_s"] > 0 and ours[-1]["rows_per_s"] > 0:
-        ratio = ours[-1]["rows_per_s"] / plain[0]["rows_per_s"]
-        lines.append(f"`python -m score` ({ours[-1]['name'].split(', ')[1]}) / plain mapInPandas: **{ratio:.2f}x**.")
-        lines.append("")
+    for prefix, what in (("plain", "plain mapInPandas"), ("floor: the same read, Arrow", "the floor with no model")):
+        base = [r for r in mlp if r["name"].startswith(prefix)]
+        if base and ours and base[0]["rows_per_s"] > 0 and ours[-1]["rows_per_s"] > 0:
+            ratio = ours[-1]["rows_per_s"] / base[0]["rows_per_s"]
+            lines.append(f"`python -m score` ({ours[-1]['name'].split(', ')[1]}) / {what}: **{ratio:.2f}x**.")
+            lines.append("")
     lines.append(
         f"Measured {results['when']} on {os.cpu_count()} cores; load average {results['load_start']:.1f} at the start, "
         f"{results['load_end']:.1f} at the end (the machine is shared). Targets: MLP at least 0.25x the pyarrow + "
@@ -300,36 +346,56 @@ def main(argv: list[str] | None = None) -> int:
         other = next(x for x in LAYOUTS if x != layout)
         tables = [write_table(work / f"table-{n}", n, width, layout) for n in rows]
         features = MAPPING[layout]
-        score_seconds(tables[0], repository, "mlp", executors[0], work / "out", ["id"], features)  # warm-up
+        outputs = read_manifest(mlp_dir).outputs[0].shape[-1]
+        with application(1):  # the first application of a process also starts Spark's gateway JVM: not measured
+            pass
         runs = [
             measure(
                 f"python -m score, {e} executor(s)",
                 rows,
-                lambda i, e=e: score_seconds(tables[i], repository, "mlp", e, work / "out", ["id"], features),
+                e,
+                lambda spark, i: score_job(spark, tables[i], repository, "mlp", work / "out", ["id"], features),
             )
             for e in executors
         ]
+        most = max(executors)
         runs.append(
             measure(
-                f"plain mapInPandas, {max(executors)} executors",
+                f"plain mapInPandas, {most} executors",
                 rows,
-                lambda i: pandas_seconds(
-                    tables[i], mlp_dir / "model.onnx", width, max(executors), work / "out", layout
-                ),
+                most,
+                lambda spark, i: pandas_job(spark, tables[i], mlp_dir / "model.onnx", width, work / "out", layout),
             )
         )
-        reference = reference_table(tables[-1], mlp_dir / "model.onnx", width, layout)
-        print(f"mlp pyarrow + onnxruntime loop: {reference:,.0f} rows/s", flush=True)
+        if layout == "array":  # the floors: Spark's own cost for this table and output, no model
+            runs += [
+                measure(
+                    f"floor: the same read, Arrow round trip and write, no model, {most} executors",
+                    rows,
+                    most,
+                    lambda spark, i: floor_job(spark, tables[i], work / "out", outputs, python=True),
+                ),
+                measure(
+                    f"floor: the same read and write in the JVM alone, {most} executors",
+                    rows,
+                    most,
+                    lambda spark, i: floor_job(spark, tables[i], work / "out", outputs, python=False),
+                ),
+            ]
+        passes = [reference_table(tables[-1], mlp_dir / "model.onnx", width, layout) for _ in range(REFERENCE_PASSES)]
+        reference = float(np.mean(passes))
+        print(f"mlp pyarrow + onnxruntime loop: {reference:,.0f} rows/s ({passes})", flush=True)
         if not args.skip_ab:  # the same rows in the other layout: what the JVM pays for each
             for table in tables:
                 shutil.rmtree(table)
             others = [write_table(work / f"{other}-{n}", n, width, other) for n in rows]
             runs.append(
                 measure(
-                    f"python -m score, {max(executors)} executors, {LAYOUT_TEXT[other]} (A/B)",
+                    f"python -m score, {most} executors, {LAYOUT_TEXT[other]} (A/B)",
                     rows,
-                    lambda i: score_seconds(
-                        others[i], repository, "mlp", max(executors), work / "out", ["id"], MAPPING[other]
+                    most,
+                    lambda spark, i: score_job(
+                        spark, others[i], repository, "mlp", work / "out", ["id"], MAPPING[other]
                     ),
                 )
             )
@@ -340,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
             "reference_name": f"pyarrow + onnxruntime loop, batches of 10,000 ({LAYOUT_TEXT[layout]})",
             "reference_rows": f"{rows[-1]:,}",
             "reference_rows_per_s": reference,
+            "reference_passes": passes,
             "runs": runs,
         }
 
@@ -351,16 +418,19 @@ def main(argv: list[str] | None = None) -> int:
             measure(
                 f"python -m score, {e} executor(s)",
                 images,
-                lambda i, e=e: score_seconds(folders[i], repository, "mobilenetv2", e, work / "out", ["path"]),
+                e,
+                lambda spark, i: score_job(spark, folders[i], repository, "mobilenetv2", work / "out", ["path"], None),
             )
             for e in executors
         ]
-        reference = reference_images(folders[-1], net_dir)
-        print(f"mobilenetv2 Pillow + onnxruntime loop: {reference:,.1f} images/s", flush=True)
+        passes = [reference_images(folders[-1], net_dir) for _ in range(REFERENCE_PASSES)]
+        reference = float(np.mean(passes))
+        print(f"mobilenetv2 Pillow + onnxruntime loop: {reference:,.1f} images/s ({passes})", flush=True)
         results["mobilenetv2"] = {
             "reference_name": "Pillow decode + onnxruntime loop, batches of 64",
             "reference_rows": f"{images[-1]:,}",
             "reference_rows_per_s": reference,
+            "reference_passes": passes,
             "runs": runs,
         }
     except _Skip:

@@ -26,6 +26,24 @@ def json_response(value: object, status: int = 200, headers: dict[str, str] | No
     return web.Response(body=dumps(value), status=status, content_type="application/json", headers=headers)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The request's body, in at most one copy; a body over ``client_max_size`` (--max-body-mb) raises 413 as
+    aiohttp's ``request.read()`` does. That method grows a bytearray chunk by chunk and then copies it into
+    bytes: two more copies of a tensor body. A body that arrives in one chunk is that chunk."""
+    limit = request.client_max_size
+    stream = request.content
+    if limit:  # as request.read() does: compressed bodies decode in large chunks
+        stream.set_read_chunk_size(limit)
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await stream.readany():
+        size += len(chunk)
+        if limit and size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def dataplane(request: web.Request) -> DataPlane:
     return request.app[DATAPLANE]
 

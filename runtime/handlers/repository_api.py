@@ -16,11 +16,11 @@ from aiohttp import web
 
 from runtime.codecs.v2_json import loads
 from runtime.errors import BadRequest
-from runtime.handlers.common import MODEL, STATE, dataplane, json_response
+from runtime.handlers.common import MODEL, STATE, dataplane, json_response, read_body
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         return {}
     payload = loads(raw, request.app[STATE].settings.max_json_depth)

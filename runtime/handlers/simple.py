@@ -15,7 +15,7 @@ from runtime.codecs import simple_json, v2_json
 from runtime.codecs.image import image_preprocessing
 from runtime.dataplane import DataPlane
 from runtime.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from runtime.handlers.common import DEADLINE, MODEL, STARTED, dataplane, json_response, model, settings
+from runtime.handlers.common import DEADLINE, MODEL, STARTED, dataplane, json_response, model, read_body, settings
 from runtime.repository import PLATFORMS, LoadedModel, ModelVersion
 
 DEFAULT_TOP_K = 5
@@ -147,7 +147,7 @@ def _sentence(name: str, manifest: Manifest, has_image: bool) -> str:
 async def predict(request: web.Request) -> web.Response:
     found = model(request, _model_name(request))
     limits = settings(request)
-    payload = v2_json.loads(await request.read(), limits.max_json_depth)
+    payload = v2_json.loads(await read_body(request), limits.max_json_depth)
     inputs, tabular = simple_json.decode(payload, found.manifest, limits.max_elements)
     outputs = await _run(request, found, inputs)
     body: dict[str, Any] = {
@@ -209,7 +209,7 @@ async def _upload(request: web.Request, limit: int) -> bytes:
             raise BadRequest("the multipart form has no field 'image' and no file field")
         return fallback
     if content_type.startswith("image/") or content_type == "application/octet-stream":
-        data = await request.read()
+        data = await read_body(request)
         if not data:
             raise BadRequest("the request body is empty; send the image bytes")
         return data

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from runtime.codecs import v2_binary, v2_rest
-from runtime.handlers.common import DATAPLANE, DEADLINE, STARTED, dataplane, json_response, located, named
+from runtime.handlers.common import DATAPLANE, DEADLINE, STARTED, dataplane, json_response, located, named, read_body
 
 
 async def model_metadata(request: web.Request) -> web.Response:
@@ -24,7 +24,7 @@ async def model_infer(request: web.Request) -> web.Response:
     found = located(request, plane, match["name"], version)
     limits = plane.state.settings
     rest = v2_rest.decode_request(
-        await request.read(), request.headers.get(v2_binary.HEADER), limits.max_json_depth, limits.max_elements
+        await read_body(request), request.headers.get(v2_binary.HEADER), limits.max_json_depth, limits.max_elements
     )
     started = request[STARTED]
     response = plane.infer_now(found, rest.request, started=started) or await plane.infer(

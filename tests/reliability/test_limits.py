@@ -74,6 +74,39 @@ def test_body_over_the_size_limit_is_413(limited: RunningServer) -> None:
     assert_still_serving(limited)
 
 
+def pieces(body: bytes, size: int) -> Iterator[bytes]:
+    """``body`` as a generator: requests sends it chunked, with no Content-Length to refuse it by."""
+    for start in range(0, len(body), size):
+        yield body[start : start + size]
+
+
+def test_chunked_body_over_the_size_limit_is_413(limited: RunningServer) -> None:
+    body = json.dumps(v2_body([1, 4], [1, 2, 3, 4])).encode() + b" " * (2 << 20)
+    response = requests.post(
+        f"{limited.url}/v2/models/mlp/infer",
+        data=pieces(body, 64 << 10),
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert "Content-Length" not in response.request.headers
+    assert_refused(response, 413, "1 MiB", "--max-body-mb")
+    assert_still_serving(limited)
+
+
+def test_body_in_many_chunks_is_read_whole(limited: RunningServer) -> None:
+    """A body under the limit that arrives in many pieces is answered as the same body in one piece."""
+    rows = np.random.default_rng(5).standard_normal((2000, 4)).astype(np.float32)
+    body = json.dumps(v2_body([2000, 4], rows.reshape(-1).tolist())).encode() + b" " * (400 << 10)
+    url = f"{limited.url}/v2/models/mlp/infer"
+    headers = {"Content-Type": "application/json"}
+    whole = requests.post(url, data=body, headers=headers, timeout=30)
+    chunked = requests.post(url, data=pieces(body, 1000), headers=headers, timeout=30)
+    assert whole.status_code == 200, whole.text
+    assert chunked.status_code == 200, chunked.text
+    assert chunked.json()["outputs"] == whole.json()["outputs"]
+    assert whole.json()["outputs"][0]["shape"] == [2000, 3]
+
+
 def test_image_upload_over_the_size_limit_is_413(limited: RunningServer) -> None:
     files = {"image": ("big.png", b"\x89PNG" + b"\x00" * (2 << 20), "image/png")}
     response = requests.post(f"{limited.url}/api/models/vision/image", files=files, timeout=30)
