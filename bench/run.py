@@ -267,6 +267,16 @@ class PairTarget:
     floor: tuple[str, str, int, str] | None = None
 
 
+def pair_text(model: str, server: str, api: str, concurrency: int, reference: str) -> str:
+    """The text of the paired target on ``model`` that compares ``server``'s ``api`` at ``concurrency`` with
+    ``reference`` (looked up, so a target added to the table cannot shift what the README summary quotes)."""
+    return next(
+        t.text
+        for t in PAIR_TARGETS
+        if t.model == model and t.a[:3] == (server, api, concurrency) and t.b[0] == reference
+    )
+
+
 PAIR_TARGETS = (
     PairTarget(
         "MLP V2 JSON c=8 vs bare aiohttp+ORT (≥ 0.8×)",
@@ -946,17 +956,19 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict, paired: dict 
     mp_info = infos.get((net, "modelport"), {})
     flask_info = infos.get((net, "Flask+TF (gunicorn)"), {})
     mp8 = rps(mlp, "modelport", "V2 JSON", 8)
+    bare = "bare aiohttp+ORT"
     lines = [
         f"Measured by `make bench` on {host['cores']} shared cores ({host['cpu']}), {host['date']}:",
         "",
         f"- Tiny MLP, V2 JSON, 8 connections: modelport {mp8 or 0:.0f} req/s = "
         f"{x(ratio(mp8, rps(mlp, 'MLServer (workers=0)', 'V2 JSON', 8)))} MLServer 1.7.1, "
-        f"{judged.get(PAIR_TARGETS[0].text) or x(ratio(mp8, rps(mlp, 'bare aiohttp+ORT', 'V2 JSON', 8)))} "
+        f"{judged.get(pair_text(mlp, 'modelport', 'V2 JSON', 8, bare)) or x(ratio(mp8, rps(mlp, bare, 'V2 JSON', 8)))} "
         "a featureless aiohttp + onnxruntime server, "
         f"{x(ratio(mp8, rps(mlp, 'Flask+TF (gunicorn)', 'JSON', 8)))} Flask + gunicorn + TensorFlow.",
         f"- MobileNetV2 224²: modelport {best_net or 0:.0f} req/s (best of binary tensors / image upload, "
         f"`--workers` included) = {x(ratio(best_net, best_flask))} Flask + TensorFlow; one process, binary tensors, "
-        f"c=8: {judged.get(PAIR_TARGETS[4].text, 'n/a')} raw onnxruntime's best in-process.",
+        f"c=8: {judged.get(pair_text(net, 'modelport', 'V2 binary', 8, 'raw'), 'n/a')} raw onnxruntime's best "
+        "in-process.",
         f"- int8 (`--quantize`): MLP {x(ratio(int8_rps(mlp, 'V2 JSON'), mp8))}, MobileNetV2 "
         f"{x(ratio(int8_rps(net, 'V2 binary'), rps(net, 'modelport', 'V2 binary', 8)))} the float model's req/s (c=8); "
         f"`--workers {THREADS}` on the MLP: "

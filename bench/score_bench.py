@@ -4,12 +4,15 @@ Run with .venv/dev's python after ``bench/build_models.py`` (``make bench`` does
 
     python bench/score_bench.py --models build/bench [--rows 1000000,3000000] [--images 300,900] [--write-docs]
 
-Every Spark figure comes from two input sizes scored end to end, each in a fresh Spark application
-(``local-cluster[E,1,1536]``: E executors, one core each, in JVMs apart from the driver), after one
-discarded warm-up application. The steady-state rate is the slope (extra rows / extra seconds) of the
-scoring job's own time (read, score, write, commit: Spark's action), which the cluster's start-up
-does not blur; the start-up and fixed cost is the intercept of the end-to-end wall time, reported
-apart, in seconds. References, on the same files:
+Every Spark figure comes from one Spark application per configuration: a first job on the smaller input
+(the Python workers' start, the engine's load, the JVMs' first compiles), then each of two input sizes
+twice, alternating. The steady-state rate is the least-squares slope of those jobs' own seconds (read,
+score, write, commit: Spark's action) over their rows; the start-up (the application's start and first
+job, less its rows at that rate) is reported apart, in seconds. Placements: ``local-cluster[E,1,1536]``
+(E executors, one core each, in JVMs apart from the driver, as on a cluster) and ``local[*]`` (one JVM,
+a task per core: ``python -m score``'s default master on one machine). Two floors give what Spark costs
+for the MLP's table and output with no model: the same ``mapInArrow`` round trip with a Python function
+that only slices the input, and the same read and write in the JVM alone. References, on the same files:
 
 * tabular MLP, over a table whose [N, 32] input is one array column x (list<float>, the column
   ``python -m score`` feeds an [N, K] input from by default; ``--layout columns``: one float column
@@ -66,6 +69,9 @@ MAPPING: dict[str, dict[str, str] | None] = {"array": None, "columns": {"x": "f*
 
 def master(executors: int) -> str:
     return f"local-cluster[{executors},1,1536]"
+
+
+LOCAL = ("local[*]", "local[*]")  # (label, master): one JVM, a task per core, python -m score's default master
 
 
 def load() -> float:
@@ -153,9 +159,9 @@ ROUNDS = 2  # each size scored this many times, alternating, in one warm applica
 
 
 @contextmanager
-def application(executors: int) -> Iterator[Any]:
-    """A Spark application on ``local-cluster[executors,1,1536]``, stopped and its work directory removed after."""
-    spark = session(Job(input="", repository=Path("."), model="", output="", master=master(executors), conf=SPARK_CONF))
+def application(url: str) -> Iterator[Any]:
+    """A Spark application on master ``url``, stopped and its work directory removed after."""
+    spark = session(Job(input="", repository=Path("."), model="", output="", master=url, conf=SPARK_CONF))
     try:
         yield spark
     finally:
@@ -248,13 +254,17 @@ def slope(timings: list[tuple[int, float]]) -> tuple[float, float]:
     return (1 / per_row if per_row > 0 else float("nan")), float(fixed)
 
 
-def measure(name: str, sizes: list[int], executors: int, job: Callable[[Any, int], float]) -> dict:
+def measure(
+    kind: str, name: str, sizes: list[int], placement: tuple[str, str], job: Callable[[Any, int], float]
+) -> dict:
     """``job(spark, i)`` scores input ``i`` (of ``sizes``) and returns the job's seconds. One application: a
     first job on the smallest input (the Python workers' and the engine's start, the JVM's first compiles),
     then each size ``ROUNDS`` times, alternating. The steady rate is the slope over those warm jobs; the
     start-up is the application's start and first job, less the first job's rows at that rate."""
     started = time.perf_counter()
-    with application(executors) as spark:
+    label, url = placement
+    name = f"{name}, {label}"
+    with application(url) as spark:
         job(spark, 0)
         first = time.perf_counter() - started
         timings = [(sizes[i], job(spark, i)) for _ in range(ROUNDS) for i in range(len(sizes))]
@@ -263,6 +273,8 @@ def measure(name: str, sizes: list[int], executors: int, job: Callable[[Any, int
     print(f"{name}: {timings} -> {rate:,.1f} rows/s, start-up {startup:.1f}s", flush=True)
     return {
         "name": name,
+        "kind": kind,  # score, plain, floor, jvm or ab
+        "placement": label,
         "sizes": sizes,
         "job_seconds": [t for _, t in timings],
         "rows_per_s": rate,
@@ -296,13 +308,13 @@ def table_markdown(results: dict) -> str:
             lines.append(f"| {workload} | {row['name']} | {sizes} | {jobs} | {rate} |")
     lines.append("")
     mlp = results.get("mlp", {}).get("runs", [])
-    ours = [r for r in mlp if r["name"].startswith("python -m score") and "(A/B)" not in r["name"]]
-    for prefix, what in (("plain", "plain mapInPandas"), ("floor: the same read, Arrow", "the floor with no model")):
-        base = [r for r in mlp if r["name"].startswith(prefix)]
-        if base and ours and base[0]["rows_per_s"] > 0 and ours[-1]["rows_per_s"] > 0:
-            ratio = ours[-1]["rows_per_s"] / base[0]["rows_per_s"]
-            lines.append(f"`python -m score` ({ours[-1]['name'].split(', ')[1]}) / {what}: **{ratio:.2f}x**.")
-            lines.append("")
+    for placement in dict.fromkeys(r["placement"] for r in mlp):
+        rate = {r["kind"]: r["rows_per_s"] for r in mlp if r["placement"] == placement}
+        ours = rate.get("score", float("nan"))
+        for kind, what in (("plain", "plain mapInPandas"), ("floor", "the floor with no model")):
+            if rate.get(kind, 0) > 0 and ours > 0:
+                lines.append(f"- `python -m score` / {what}, {placement}: **{ours / rate[kind]:.2f}x**")
+    lines.append("")
     lines.append(
         f"Measured {results['when']} on {os.cpu_count()} cores; load average {results['load_start']:.1f} at the start, "
         f"{results['load_end']:.1f} at the end (the machine is shared). Targets: MLP at least 0.25x the pyarrow + "
@@ -347,41 +359,39 @@ def main(argv: list[str] | None = None) -> int:
         tables = [write_table(work / f"table-{n}", n, width, layout) for n in rows]
         features = MAPPING[layout]
         outputs = read_manifest(mlp_dir).outputs[0].shape[-1]
-        with application(1):  # the first application of a process also starts Spark's gateway JVM: not measured
+        with application(master(1)):  # a process's first application also starts Spark's gateway JVM: not measured
             pass
-        runs = [
-            measure(
-                f"python -m score, {e} executor(s)",
-                rows,
-                e,
-                lambda spark, i: score_job(spark, tables[i], repository, "mlp", work / "out", ["id"], features),
-            )
-            for e in executors
-        ]
-        most = max(executors)
-        runs.append(
-            measure(
-                f"plain mapInPandas, {most} executors",
-                rows,
-                most,
-                lambda spark, i: pandas_job(spark, tables[i], mlp_dir / "model.onnx", width, work / "out", layout),
-            )
-        )
+        spread = [(f"{e} executor(s)", master(e)) for e in executors]
+        widest = spread[-1]
+
+        def score_mlp(spark: Any, i: int) -> float:
+            return score_job(spark, tables[i], repository, "mlp", work / "out", ["id"], features)
+
+        def plain_mlp(spark: Any, i: int) -> float:
+            return pandas_job(spark, tables[i], mlp_dir / "model.onnx", width, work / "out", layout)
+
+        runs = [measure("score", "python -m score", rows, where, score_mlp) for where in [*spread, LOCAL]]
+        runs += [measure("plain", "plain mapInPandas", rows, where, plain_mlp) for where in (widest, LOCAL)]
         if layout == "array":  # the floors: Spark's own cost for this table and output, no model
             runs += [
                 measure(
-                    f"floor: the same read, Arrow round trip and write, no model, {most} executors",
+                    "floor",
+                    "floor: the same read, Arrow round trip and write, no model",
                     rows,
-                    most,
+                    where,
                     lambda spark, i: floor_job(spark, tables[i], work / "out", outputs, python=True),
-                ),
-                measure(
-                    f"floor: the same read and write in the JVM alone, {most} executors",
-                    rows,
-                    most,
-                    lambda spark, i: floor_job(spark, tables[i], work / "out", outputs, python=False),
-                ),
+                )
+                for where in (widest, LOCAL)
             ]
+            runs.append(
+                measure(
+                    "jvm",
+                    "floor: the same read and write in the JVM alone",
+                    rows,
+                    widest,
+                    lambda spark, i: floor_job(spark, tables[i], work / "out", outputs, python=False),
+                )
+            )
         passes = [reference_table(tables[-1], mlp_dir / "model.onnx", width, layout) for _ in range(REFERENCE_PASSES)]
         reference = float(np.mean(passes))
         print(f"mlp pyarrow + onnxruntime loop: {reference:,.0f} rows/s ({passes})", flush=True)
@@ -391,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             others = [write_table(work / f"{other}-{n}", n, width, other) for n in rows]
             runs.append(
                 measure(
-                    f"python -m score, {most} executors, {LAYOUT_TEXT[other]} (A/B)",
+                    "ab",
+                    f"python -m score, {LAYOUT_TEXT[other]} (A/B)",
                     rows,
-                    most,
+                    widest,
                     lambda spark, i: score_job(
                         spark, others[i], repository, "mlp", work / "out", ["id"], MAPPING[other]
                     ),
@@ -416,12 +427,13 @@ def main(argv: list[str] | None = None) -> int:
         folders = [write_images(work / f"images-{n}", n) for n in images]
         runs = [
             measure(
-                f"python -m score, {e} executor(s)",
+                "score",
+                "python -m score",
                 images,
-                e,
+                where,
                 lambda spark, i: score_job(spark, folders[i], repository, "mobilenetv2", work / "out", ["path"], None),
             )
-            for e in executors
+            for where in [*spread, LOCAL]
         ]
         passes = [reference_images(folders[-1], net_dir) for _ in range(REFERENCE_PASSES)]
         reference = float(np.mean(passes))

@@ -1,7 +1,7 @@
 """The floor of HTTP on this machine: an aiohttp server on uvloop (as modelport runs) with no model.
 
 ``python noop_http.py PORT RESPONSE_FILE HEADER_LENGTH`` reads every POST's body whole, as a server must before
-it can answer (in one copy, as modelport does), and answers with the canned V2 binary response in RESPONSE_FILE
+it can answer (joined once, as modelport does), and answers with the canned V2 binary response in RESPONSE_FILE
 (its JSON header HEADER_LENGTH bytes long), without parsing the request. What is left is the transport's own cost per
 request: the body's bytes through the kernel and aiohttp's parser, and the response back. bench/run.py adds its
 latency to raw onnxruntime's to give the least any HTTP server could reach on the same request.
@@ -20,7 +20,7 @@ def main(port: int, response: bytes, header_length: str) -> None:
     headers = {"Inference-Header-Content-Length": header_length}
 
     async def infer(request: web.Request) -> web.Response:
-        chunks = []  # the body whole, in one copy, as modelport reads it (runtime/handlers/common.py, read_body)
+        chunks = []  # the body whole, joined once, as modelport reads it (runtime/handlers/common.py, read_body)
         while chunk := await request.content.readany():
             chunks.append(chunk)
         b"".join(chunks)

@@ -27,9 +27,9 @@ def json_response(value: object, status: int = 200, headers: dict[str, str] | No
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The request's body, in at most one copy; a body over ``client_max_size`` (--max-body-mb) raises 413 as
-    aiohttp's ``request.read()`` does. That method grows a bytearray chunk by chunk and then copies it into
-    bytes: two more copies of a tensor body. A body that arrives in one chunk is that chunk."""
+    """The request's body, joined once from the chunks aiohttp hands over (one chunk is used as it is); a body
+    over ``client_max_size`` (--max-body-mb) raises 413 as aiohttp's ``request.read()`` does. That method grows
+    a bytearray chunk by chunk and then copies it into bytes: two more copies of a tensor body."""
     limit = request.client_max_size
     stream = request.content
     if limit:  # as request.read() does: compressed bodies decode in large chunks
