@@ -473,6 +473,20 @@ def v2_binary(name: str, x: np.ndarray, output: str) -> tuple[bytes, str]:
     return head + raw, f"Inference-Header-Content-Length: {len(head)}"
 
 
+def v2_binary_response(model: str, output: str, out_shape: list[int]) -> tuple[bytes, int]:
+    """For the no-op HTTP server: a canned V2 binary response of the output's size, and its JSON header's length."""
+    raw = np.zeros(out_shape, "<f4").tobytes()
+    header = {
+        "model_name": model,
+        "model_version": "1",
+        "outputs": [
+            {"name": output, "datatype": "FP32", "shape": out_shape, "parameters": {"binary_data_size": len(raw)}}
+        ],
+    }
+    head = json.dumps(header).encode()
+    return head + raw, len(head)
+
+
 def grpc_messages(model: str, name: str, x: np.ndarray, output: str, out_shape: list[int]) -> tuple[bytes, bytes]:
     """A serialized ModelInferRequest (raw contents, as tritonclient.grpc sends) and, for the no-op server, a
     canned ModelInferResponse of the output's size."""
@@ -674,22 +688,9 @@ def servers_for(
         servers[-1].command[servers[-1].command.index("--grpc-port") + 1] = "0"  # REST rows only
     servers.append(workers)
     if floors:  # the floor of the V2 binary latency targets: the same request to a server with no model
-        head = json.dumps(
-            {
-                "model_name": model,
-                "model_version": "1",
-                "outputs": [
-                    {
-                        "name": output,
-                        "datatype": "FP32",
-                        "shape": out_shape,
-                        "parameters": {"binary_data_size": 4 * int(np.prod(out_shape))},
-                    }
-                ],
-            }
-        ).encode()
+        response, head_length = v2_binary_response(model, output, out_shape)
         canned_http = workdir / f"noop-http-{model}.bin"
-        canned_http.write_bytes(head + np.zeros(out_shape, "<f4").tobytes())
+        canned_http.write_bytes(response)
         servers.append(
             Server(
                 "no-op aiohttp",
@@ -699,7 +700,7 @@ def servers_for(
                     str(ROOT / "bench/servers/noop_http.py"),
                     str(ports["noop_http"]),
                     str(canned_http),
-                    str(len(head)),
+                    str(head_length),
                 ],
                 [e for e in modelport_endpoints if e.api == "V2 binary"],
             )

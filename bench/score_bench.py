@@ -47,14 +47,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pyspark
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bundle.manifest import read_manifest  # noqa: E402
 from runtime.codecs.image import decode_image, image_preprocessing  # noqa: E402
-from score.job import ARROW_UNLIMITED_BYTES, BATCH_ROWS_KEY, Job, run, session  # noqa: E402
+from score.job import ARROW_UNLIMITED_BYTES, BATCH_ROWS_KEY, Job, run, session, stop  # noqa: E402
 from score.plan import DEFAULT_BATCH_ROWS  # noqa: E402
 
 SPARK_CONF = {"spark.ui.enabled": "false", "spark.sql.files.maxPartitionBytes": str(16 << 20)}
@@ -160,14 +159,12 @@ ROUNDS = 2  # each size scored this many times, alternating, in one warm applica
 
 @contextmanager
 def application(url: str) -> Iterator[Any]:
-    """A Spark application on master ``url``, stopped and its work directory removed after."""
+    """A Spark application on master ``url``, stopped (and its work directory removed) after."""
     spark = session(Job(input="", repository=Path("."), model="", output="", master=url, conf=SPARK_CONF))
     try:
         yield spark
     finally:
-        app = spark.sparkContext.applicationId
-        spark.stop()
-        shutil.rmtree(Path(pyspark.__file__).parent / "work" / app, ignore_errors=True)
+        stop(spark)
 
 
 def timed_write(frame: Any, out: Path) -> float:

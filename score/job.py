@@ -365,13 +365,19 @@ def run(job: Job, spark: Any = None) -> Result:
         )
     finally:
         if own and spark is not None:
-            app, local_cluster = spark.sparkContext.applicationId, spark.sparkContext.master.startswith("local-cluster")
-            spark.stop()
-            if local_cluster:  # its workers keep the application's files under $SPARK_HOME/work
-                import pyspark
-
-                shutil.rmtree(Path(pyspark.__file__).parent / "work" / app, ignore_errors=True)
+            stop(spark)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def stop(spark: Any) -> None:
+    """Stop ``spark``'s application; on ``local-cluster``, also remove the files its workers keep under
+    $SPARK_HOME/work."""
+    app, local_cluster = spark.sparkContext.applicationId, spark.sparkContext.master.startswith("local-cluster")
+    spark.stop()
+    if local_cluster:
+        import pyspark
+
+        shutil.rmtree(Path(pyspark.__file__).parent / "work" / app, ignore_errors=True)
 
 
 BATCH_ROWS_KEY = "spark.sql.execution.arrow.maxRecordsPerBatch"
