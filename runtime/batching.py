@@ -1,14 +1,22 @@
 """Per-model request queue with adaptive batching, a queue bound and per-request deadlines.
 
 Every inference goes through its model's ``Batcher``: requests wait in one asyncio queue, and
-``instances`` workers take them off, run the engine in the shared thread pool and hand each request
-its slice of the answer. When a worker finds more compatible requests already waiting (same input
-names, dtypes and trailing shapes, same output selection) it concatenates them along axis 0, up to
-``max_batch`` rows, and runs them as one batch; with ``delay`` > 0 it also waits that long for more.
+workers take them off, run the engine in the model's own thread pool and hand each request its slice of
+the answer. When a worker finds more compatible requests already waiting (same input names, dtypes and
+trailing shapes, same output selection) it concatenates them along axis 0, up to ``max_batch`` rows, and
+runs them as one batch; with ``delay`` > 0 it also waits that long for more.
 A model without a batch axis (``max_batch_size`` 0, or any tensor whose first axis is fixed) is never
 merged; ``max_batch_size`` -1 (PMML: any number of rows) is merged up to the server's cap.
-Past ``max_queue`` waiting requests a new one gets 503 + Retry-After instead of queueing, and a
-request whose deadline passes gets 504 (and is dropped if it has not run yet).
+
+The pool has ``instances`` threads: that many runs at once. A model that does not merge has twice as many
+workers as threads, so one request waits in the pool's own queue behind each run and the thread starts it
+the moment the run ends. With one worker per thread, the thread would sit idle until the event loop woke,
+resumed the worker and handed over the next request; on busy cores that wait is a measurable share of a
+model's throughput (docs/benchmarks.md). A merging model keeps one worker per thread: a worker that took
+requests early would merge fewer of them.
+
+Past ``max_queue`` requests waiting for a worker a new one gets 503 + Retry-After instead of queueing, and a
+request whose deadline passes gets 504 (and is dropped if it has not run yet, in the pool's queue too).
 
 Models whose runs take well under a millisecond (a small MLP) run on the event loop itself: handing them to
 the thread pool costs two thread switches and a GIL hand-over per batch, several times the model (py-spy
@@ -34,7 +42,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +57,7 @@ INLINE_BELOW_S = 0.0005  # runs faster than this on average stay on the event lo
 INLINE_MAX_ELEMENTS = 65_536  # ...and only small inputs, so one unusually large request never blocks the loop
 LONE_BELOW_S = 0.025  # a lone request runs on the loop when the model's runs average below this...
 LONE_MAX_ELEMENTS = 1 << 20  # ...and it is one row of at most this many elements (see "Lone requests")
+QUEUED_PER_THREAD = 1  # a model that does not merge: requests waiting in its pool's queue per pool thread
 
 
 @dataclass
@@ -70,6 +79,9 @@ class _Job:
         return True
 
 
+_Ran = tuple[dict[str, np.ndarray], float, float]  # a run's outputs, its start (perf_counter) and its seconds
+
+
 def _elements(inputs: dict[str, np.ndarray]) -> int:
     size = 0
     for array in inputs.values():  # a loop: cheaper than sum() over a generator, on every request
@@ -89,7 +101,6 @@ class Batcher:
         self,
         engine: Engine,
         metrics: ModelMetrics,
-        executor: Executor,
         *,
         max_batch: int,
         delay_s: float,
@@ -98,7 +109,6 @@ class Batcher:
     ) -> None:
         self.engine = engine
         self.metrics = metrics
-        self.executor = executor
         # the engine's warm-up measured that a batch is not cheaper per row: merging would only add latency.
         # A batch delay the operator asked for (--batch-delay-ms) means "merge": it overrules the probe, whose
         # few timed runs a busy machine can mislead.
@@ -111,6 +121,10 @@ class Batcher:
         self._waiting = 0  # live jobs in the queue (abandoned ones no longer count toward max_queue)
         self._workers: list[asyncio.Task] = []
         self._name = f"{engine.manifest.name}:{engine.manifest.version}"
+        # the model's runs at once; threads start when first needed (a model run only on the loop starts none)
+        self.executor = ThreadPoolExecutor(max_workers=instances, thread_name_prefix=f"run {self._name}")
+        # one request waiting in the pool's queue per thread, unless the model merges (see the module docstring)
+        self.worker_count = instances if self.batching else instances * (1 + QUEUED_PER_THREAD)
         # running averages of engine.predict's own time, seeded by the warm-up's one-row run; inf: not measured yet.
         # Each clamps a run at twice its own threshold, so one run slowed by a busy machine moves it little.
         self._compute_s = getattr(engine, "run_seconds", None) or float("inf")  # for INLINE_BELOW_S
@@ -123,12 +137,15 @@ class Batcher:
         return self.max_batch > 1
 
     def start(self) -> None:
-        self._workers = [asyncio.create_task(self._work(), name=f"batcher {self._name}") for _ in range(self.instances)]
+        self._workers = [
+            asyncio.create_task(self._work(), name=f"batcher {self._name}") for _ in range(self.worker_count)
+        ]
 
     async def stop(self) -> None:
         for task in self._workers:
             task.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
+        self.executor.shutdown(wait=False, cancel_futures=True)
         while not self._queue.empty():
             job = self._queue.get_nowait()
             if not job.future.done():
@@ -216,15 +233,14 @@ class Batcher:
         showed on the benchmark MLP) and could merge nothing; a deadline cannot pass during a synchronous run."""
         metrics = self.metrics
         metrics.queue_us.observe(0.0)
-        started = time.perf_counter()
         try:
-            results = self._predict(inputs, tuple(outputs) if outputs else None)
+            results, _, took = self._predict(inputs, tuple(outputs) if outputs else None)
         except ModelportError:
             raise
         except Exception as exc:
             log.error("model %s: engine raised", self._name, exc_info=exc)
             raise InferenceError(f"model {self.engine.manifest.name!r}: inference failed") from None
-        metrics.executed((time.perf_counter() - started) * 1e6, rows)
+        metrics.executed(took * 1e6, rows)
         return results
 
     def _take(self, job: _Job) -> None:
@@ -276,19 +292,17 @@ class Batcher:
         return None
 
     async def _run(self, jobs: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
-        metrics = self.metrics
-        started = time.perf_counter()
-        for job in jobs:
-            metrics.queue_us.observe((started - job.enqueued) * 1e6)
         if len(jobs) == 1:
             inputs = jobs[0].inputs
         else:
             inputs = {name: np.concatenate([j.inputs[name] for j in jobs]) for name in jobs[0].inputs}
         try:
             if self._inline(inputs):
-                results = self._predict(inputs, jobs[0].outputs)
+                ran = self._predict(inputs, jobs[0].outputs)
             else:
-                results = await loop.run_in_executor(self.executor, self._predict, inputs, jobs[0].outputs)
+                ran = await loop.run_in_executor(self.executor, self._predict_live, jobs, inputs)
+                if ran is None:  # every request gave up while waiting in the pool's queue
+                    return
         except Exception as exc:
             if not isinstance(exc, ModelportError):
                 log.error("model %s: engine raised", self._name, exc_info=exc)
@@ -297,15 +311,28 @@ class Batcher:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
-        metrics.executed((time.perf_counter() - started) * 1e6, sum(j.rows for j in jobs))
+        results, started, took = ran
+        metrics = self.metrics
+        for job in jobs:  # queued: from arrival to the run's start, the wait in the pool's queue included
+            metrics.queue_us.observe((started - job.enqueued) * 1e6)
+        metrics.executed(took * 1e6, sum(j.rows for j in jobs))
         if len(jobs) == 1:
             if not jobs[0].future.done():
                 jobs[0].future.set_result(results)
             return
         self._split(jobs, results)
 
-    def _predict(self, inputs: dict[str, np.ndarray], outputs: tuple[str, ...] | None) -> dict[str, np.ndarray]:
-        """``engine.predict``, timed where it runs (not counting the thread hop) to choose inline or pool."""
+    def _predict_live(self, jobs: list[_Job], inputs: dict[str, np.ndarray]) -> _Ran | None:
+        """``_predict`` in a pool thread, unless every request's deadline passed (or its client went away) while
+        it waited in the pool's queue: None then, nothing run. (A future's state is read, never changed, here.)"""
+        for job in jobs:
+            if not job.future.done():
+                return self._predict(inputs, jobs[0].outputs)
+        return None
+
+    def _predict(self, inputs: dict[str, np.ndarray], outputs: tuple[str, ...] | None) -> _Ran:
+        """``engine.predict`` with its start (``perf_counter``) and duration, timed where it runs (no thread hop
+        counted): the queue and compute metrics, and the averages that choose inline, lone or pool."""
         started = time.perf_counter()
         results = self.engine.predict(inputs, outputs)
         took = time.perf_counter() - started
@@ -315,7 +342,7 @@ class Batcher:
         else:  # one run slowed by a busy machine moves an average by at most 0.1 * its threshold
             self._compute_s = 0.95 * self._compute_s + 0.05 * min(took, 2 * INLINE_BELOW_S)
             self._run_s = 0.95 * self._run_s + 0.05 * min(took, 2 * LONE_BELOW_S)
-        return results
+        return results, started, took
 
     def _split(self, jobs: list[_Job], results: dict[str, np.ndarray]) -> None:
         total = sum(j.rows for j in jobs)

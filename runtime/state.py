@@ -27,13 +27,13 @@ from runtime.control import ModelControl
 from runtime.engines import Engine, EngineOptions
 from runtime.memory import HeapTrimmer
 from runtime.metrics import Metrics
-from runtime.repository import LoadedModel, ModelVersion, Repository, find_models
+from runtime.repository import LoadedModel, ModelVersion, Repository
 from runtime.settings import Settings
 
 log = logging.getLogger("runtime")
 access_log = logging.getLogger("runtime.access")
 
-DYNAMIC_MODEL_ROOM = 16  # explicit/poll modes: thread-pool room for this many versions, whatever is on disk
+SERVICE_THREADS = 4  # the shared pool's: model loads and closes (one per model being loaded), heap trims
 DEFAULT_MERGE_ROWS = 256  # batching cap for models that accept any number of rows (PMML's -1)
 
 
@@ -70,7 +70,7 @@ class ServerState:
             drain_timeout=settings.request_timeout or 60.0,
         )
         self.metrics = Metrics()
-        self.executor: ThreadPoolExecutor | None = None  # model runs (and loads)
+        self.executor: ThreadPoolExecutor | None = None  # model loads and closes, heap trims
         self.decode_executor: ThreadPoolExecutor | None = None  # image decoding (runtime/codecs/image.py)
         self.trimmer: HeapTrimmer | None = None  # returns freed heap to the OS once the models are loaded
         # requests and calls being handled right now, every protocol (REST's middleware, gRPC's _Rpc): one means
@@ -131,13 +131,9 @@ class ServerState:
             repository.discover(settings.load_models, allow_partial=settings.allow_partial)
         else:  # nothing to serve (bad repository, unknown --model) stops the start here
             repository.discover(allow_partial=settings.allow_partial)
-        # one thread per model instance (twice: a reload runs the new beside the old), plus two for
-        # loading; threads start only when needed
-        versions = sum(len(v) for v in find_models(repository.root).values())
-        if settings.model_control_mode != "none":  # models may be added later: room for them (threads are lazy)
-            versions = max(versions, DYNAMIC_MODEL_ROOM)
-        workers = max(settings.instances, 2) * 2 * max(versions, 1) + 2  # 2: an engine's own default (concurrency)
-        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modelport")
+        # loading and closing models and trimming the heap (each model runs in a pool of its own, its batcher's);
+        # threads start only when needed
+        self.executor = ThreadPoolExecutor(max_workers=SERVICE_THREADS, thread_name_prefix="modelport")
         # image decoding has a pool of its own: in one shared pool, concurrent uploads' decodes can take every
         # thread and a model's next run then waits behind them (reasoned from the pool sizes; not measured apart)
         self.decode_executor = ThreadPoolExecutor(max_workers=os.cpu_count() or 2, thread_name_prefix="decode")
@@ -210,11 +206,9 @@ class ServerState:
         if model_cap is not None:
             max_batch = min(max_batch, model_cap)
         metrics = self.metrics.model(entry.name, entry.version)
-        assert self.executor is not None
         batcher = Batcher(
             engine,
             metrics,
-            self.executor,
             max_batch=max_batch,
             delay_s=settings.batch_delay_ms / 1000.0,
             max_queue=settings.max_queue,

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +36,7 @@ def _engine(tmp_path: Path, model=None):
 
 
 def _batcher(engine, metrics):
-    return Batcher(engine, metrics, ThreadPoolExecutor(1), max_batch=4, delay_s=0.0, max_queue=8)
+    return Batcher(engine, metrics, max_batch=4, delay_s=0.0, max_queue=8)
 
 
 def test_a_tiny_model_on_an_idle_queue_never_suspends(tmp_path: Path) -> None:
@@ -234,3 +233,85 @@ def test_a_tiny_models_request_is_answered_in_one_synchronous_call(tmp_path: Pat
             await runner.cleanup()
 
     asyncio.run(scenario())
+
+
+def _one_thread_batcher(tmp_path: Path) -> tuple[Batcher, list[tuple[float, float]]]:
+    """A model of tens of milliseconds per run that does not merge, one run at a time (one pool thread), and the
+    (start, end) of every run it makes."""
+    engine = _engine(tmp_path, models.slow(200))
+    engine.batching_pays = False  # as MobileNetV2 measures on 2 cores: no merging
+    spans: list[tuple[float, float]] = []
+    predict = engine.predict
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return predict(*args, **kwargs)
+        finally:
+            spans.append((started, time.perf_counter()))
+
+    engine.predict = timed
+    batcher = Batcher(engine, Metrics().model("m", "1"), max_batch=4, delay_s=0.0, max_queue=8, instances=1)
+    assert not batcher.batching and batcher.worker_count == 2  # twice as many workers as pool threads
+    return batcher, spans
+
+
+async def _until_handed(batcher: Batcher, jobs: int) -> None:
+    """Turns of the loop until ``jobs`` requests were taken by workers and handed to the pool."""
+    for _ in range(100):
+        if batcher._busy == jobs:
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"{batcher._busy} of {jobs} requests were handed to the pool")
+
+
+def test_a_pool_thread_starts_the_next_request_without_the_event_loop(tmp_path: Path) -> None:
+    """A model that does not merge keeps a request waiting in its pool's own queue: when a run ends, the thread
+    starts the next one straight away. With the event loop blocked for three runs' time, both requests still
+    run to the end; with one worker per thread the second would wait for the loop to hand it over."""
+    batcher, spans = _one_thread_batcher(tmp_path)
+    x = {"x": np.ones((1, 4), np.float32)}
+    run_s = batcher.engine.run_seconds
+
+    async def scenario() -> float:
+        batcher.start()
+        try:
+            requests = [asyncio.ensure_future(batcher.infer(x, None, None)) for _ in range(2)]
+            await _until_handed(batcher, 2)
+            time.sleep(max(3 * run_s, 0.3))  # the loop is busy: nothing on it runs meanwhile
+            unblocked = time.perf_counter()
+            for answer in await asyncio.gather(*requests):
+                assert answer["y"].shape == (1, 4)
+            return unblocked
+        finally:
+            await batcher.stop()
+
+    unblocked = asyncio.run(scenario())
+    assert len(spans) == 2
+    assert max(end for _, end in spans) < unblocked, "the second run waited for the event loop"
+
+
+def test_a_request_whose_deadline_passes_in_the_pool_queue_is_not_run(tmp_path: Path) -> None:
+    """The second request waits in the pool's queue behind the first; its deadline passes there (504), and the
+    thread then skips it instead of spending a run on an answer nobody will read."""
+    batcher, spans = _one_thread_batcher(tmp_path)
+    x = {"x": np.ones((1, 4), np.float32)}
+    run_s = batcher.engine.run_seconds
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        batcher.start()
+        try:
+            first = asyncio.ensure_future(batcher.infer(x, None, None))
+            late = asyncio.ensure_future(batcher.infer(x, None, loop.time() + run_s / 4))
+            await _until_handed(batcher, 2)
+            with pytest.raises(ModelportError) as raised:
+                await late
+            assert raised.value.status == 504
+            await first
+            await asyncio.sleep(max(2 * run_s, 0.1))  # the thread has reached the late request's turn
+        finally:
+            await batcher.stop()
+
+    asyncio.run(scenario())
+    assert len(spans) == 1, f"{len(spans)} runs: the abandoned request ran"

@@ -37,7 +37,7 @@ def _batcher(tmp_path: Path, run_s: float) -> Batcher:
     models.save(tmp_path, "m", models.mlp())
     version_dir = tmp_path / "m" / "1"
     engine = load_engine("onnx", version_dir, read_manifest(version_dir), EngineOptions(intra_op_threads=1))
-    batcher = Batcher(engine, Metrics().model("m", "1"), ThreadPoolExecutor(1), max_batch=4, delay_s=0.0, max_queue=8)
+    batcher = Batcher(engine, Metrics().model("m", "1"), max_batch=4, delay_s=0.0, max_queue=8)
     batcher._compute_s = batcher._run_s = run_s
     return batcher
 
