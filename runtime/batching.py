@@ -263,6 +263,11 @@ class Batcher:
                 if self.batching:
                     carried = await self._gather(job, jobs, loop)
                 await self._run(jobs, loop)
+            except asyncio.CancelledError:  # stopped while holding requests (running, or in the pool's queue)
+                for held in jobs:
+                    if not held.future.done():
+                        held.future.set_exception(Unavailable("the server is shutting down", retry_after=1))
+                raise
             finally:
                 self._busy -= 1
 

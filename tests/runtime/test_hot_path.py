@@ -315,3 +315,20 @@ def test_a_request_whose_deadline_passes_in_the_pool_queue_is_not_run(tmp_path: 
 
     asyncio.run(scenario())
     assert len(spans) == 1, f"{len(spans)} runs: the abandoned request ran"
+
+
+def test_requests_a_stopped_batcher_holds_are_answered(tmp_path: Path) -> None:
+    """Stopping a model (shutdown) while one request runs and one waits in the pool's queue answers both with
+    503 at once; neither is left waiting for a run that will never report back."""
+    batcher, _ = _one_thread_batcher(tmp_path)
+    x = {"x": np.ones((1, 4), np.float32)}
+
+    async def scenario() -> list:
+        batcher.start()
+        requests = [asyncio.ensure_future(batcher.infer(x, None, None)) for _ in range(2)]
+        await _until_handed(batcher, 2)
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(*requests, return_exceptions=True), 5)
+
+    answers = asyncio.run(scenario())
+    assert [getattr(a, "status", a) for a in answers] == [503, 503]
