@@ -265,6 +265,9 @@ class PairTarget:
     # A latency target's floor: a no-op server answering the same request (no model, no parsing). Any server's
     # latency includes at least the no-op's, so ``(b + floor) / b`` is the least any server could reach.
     floor: tuple[str, str, int, str] | None = None
+    # What a featureless server reaches on the same request in the same rounds (bench/servers/bare_binary.py): not
+    # a bound, as the floor is, but how far a target sits from the least a real aiohttp server does.
+    bare: tuple[str, str, int, str] | None = None
 
 
 def pair_text(model: str, server: str, api: str, concurrency: int, reference: str) -> str:
@@ -276,6 +279,8 @@ def pair_text(model: str, server: str, api: str, concurrency: int, reference: st
         if t.model == model and t.a[:3] == (server, api, concurrency) and t.b[0] == reference
     )
 
+
+BARE_BINARY = "bare aiohttp+ORT, binary"
 
 PAIR_TARGETS = (
     PairTarget(
@@ -326,6 +331,7 @@ PAIR_TARGETS = (
         ("modelport", "V2 binary", 1, "p50_ms"),
         ("raw", "", 1, "p50_ms"),
         floor=("no-op aiohttp", "V2 binary", 1, "p50_ms"),
+        bare=(BARE_BINARY, "V2 binary", 1, "p50_ms"),
     ),
     PairTarget(
         "MobileNetV2 V2 binary c=8 vs raw ORT best in-process throughput (≥ 0.9×)",
@@ -334,6 +340,7 @@ PAIR_TARGETS = (
         "mobilenetv2",
         ("modelport", "V2 binary", 8, "rps"),
         ("raw", "", 8, "best_rows_per_s"),
+        bare=(BARE_BINARY, "V2 binary", 8, "rps"),
     ),
     PairTarget(
         "MobileNetV2 gRPC c=1 p50 vs raw ORT (≤ 1.2×)",
@@ -379,11 +386,12 @@ def paired_rounds(model: str, models_dir: Path, workdir: Path, seconds: float) -
     sides of a ratio alike. Returns ``{"server|api|c|field": [one value per round]}``."""
     sides: list[tuple[str, str, int]] = []  # in target order, so that the two sides of a ratio run back to back
     for target in PAIR_TARGETS:
-        for side in (target.a, target.b, target.floor):
+        for side in (target.a, target.b, target.floor, target.bare):
             if side is not None and target.model == model and side[:3] not in sides:
                 sides.append(side[:3])
     ports = {key: free_port() for key in ("modelport", "modelport_grpc", "modelport_unbatched", "bare", "mlserver")}
     ports |= {key: free_port() for key in ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http")}
+    ports["bare_binary"] = free_port()
     servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports, floors=True)}
     running: list[subprocess.Popen] = []
     values: dict[str, list[float]] = {}
@@ -450,6 +458,13 @@ def paired_targets(paired: dict) -> list[tuple[str, str, bool | None]]:
             text += (
                 f"; the floor, {target.floor[0]} on the same request: {sum(floors) / len(floors):.2f}× "
                 f"(rounds: {', '.join(f'{r:.2f}' for r in floors)})"
+            )
+        bare = values.get("|".join(map(str, target.bare))) if target.bare else None
+        if bare and len(bare) == len(b):
+            bares = [x / y for x, y in zip(bare, b, strict=True)]
+            text += (
+                f"; {target.bare[0]} on the same request: {sum(bares) / len(bares):.2f}× "
+                f"(rounds: {', '.join(f'{r:.2f}' for r in bares)})"
             )
         out.append((target.text, text, met))
     return out
@@ -524,7 +539,8 @@ def image_file(models_dir: Path) -> Path:
 def servers_for(
     model: str, models_dir: Path, workdir: Path, ports: dict[str, int], floors: bool = False
 ) -> list[Server]:
-    """Every server the run measures for ``model``; ``floors``: also the no-op HTTP server (paired rounds only)."""
+    """Every server the run measures for ``model``; ``floors``: also the no-op HTTP server and the bare binary
+    server (paired rounds only)."""
     bundle = models_dir / "repo" / model / "1"
     manifest = json.loads((bundle / "modelport.json").read_text())
     spec = manifest["inputs"][0]
@@ -701,6 +717,21 @@ def servers_for(
                     str(ports["noop_http"]),
                     str(canned_http),
                     str(head_length),
+                ],
+                [e for e in modelport_endpoints if e.api == "V2 binary"],
+            )
+        )
+        servers.append(
+            Server(
+                BARE_BINARY,
+                ports["bare_binary"],
+                [
+                    SERVE_PY,
+                    str(ROOT / "bench/servers/bare_binary.py"),
+                    str(bundle / "model.onnx"),
+                    model,
+                    str(ports["bare_binary"]),
+                    str(THREADS),
                 ],
                 [e for e in modelport_endpoints if e.api == "V2 binary"],
             )

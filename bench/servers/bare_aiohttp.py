@@ -14,18 +14,23 @@ import orjson
 from aiohttp import web
 
 
-def main() -> None:
-    path, name, port, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+def session(path: str, threads: int) -> ort.InferenceSession:
+    """The model's session with modelport's options (also bench/servers/bare_binary.py's)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-    outputs = [o.name for o in session.get_outputs()]
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
+def main() -> None:
+    path, name, port, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    session_ = session(path, threads)
+    outputs = [o.name for o in session_.get_outputs()]
 
     async def infer(request: web.Request) -> web.Response:
         body = orjson.loads(await request.read())
         feeds = {t["name"]: np.asarray(t["data"], dtype=np.float32).reshape(t["shape"]) for t in body["inputs"]}
-        results = session.run(outputs, feeds)
+        results = session_.run(outputs, feeds)
         answer = {
             "model_name": name,
             "outputs": [
