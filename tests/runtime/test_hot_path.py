@@ -267,7 +267,7 @@ async def _until_handed(batcher: Batcher, jobs: int) -> None:
 
 def test_a_pool_thread_starts_the_next_request_without_the_event_loop(tmp_path: Path) -> None:
     """A model that does not merge keeps a request waiting in its pool's own queue: when a run ends, the thread
-    starts the next one straight away. With the event loop blocked for three runs' time, both requests still
+    starts the next one straight away. With the event loop blocked for six runs' time, both requests still
     run to the end; with one worker per thread the second would wait for the loop to hand it over."""
     batcher, spans = _one_thread_batcher(tmp_path)
     x = {"x": np.ones((1, 4), np.float32)}
@@ -278,7 +278,7 @@ def test_a_pool_thread_starts_the_next_request_without_the_event_loop(tmp_path: 
         try:
             requests = [asyncio.ensure_future(batcher.infer(x, None, None)) for _ in range(2)]
             await _until_handed(batcher, 2)
-            time.sleep(max(3 * run_s, 0.3))  # the loop is busy: nothing on it runs meanwhile
+            time.sleep(max(6 * run_s, 0.5))  # the loop is busy: nothing on it runs meanwhile
             unblocked = time.perf_counter()
             for answer in await asyncio.gather(*requests):
                 assert answer["y"].shape == (1, 4)
