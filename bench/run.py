@@ -390,8 +390,8 @@ def paired_rounds(model: str, models_dir: Path, workdir: Path, seconds: float) -
             if side is not None and target.model == model and side[:3] not in sides:
                 sides.append(side[:3])
     ports = {key: free_port() for key in ("modelport", "modelport_grpc", "modelport_unbatched", "bare", "mlserver")}
-    ports |= {key: free_port() for key in ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http")}
-    ports["bare_binary"] = free_port()
+    names = ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http", "bare_binary")
+    ports |= {key: free_port() for key in names}
     servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports, floors=True)}
     running: list[subprocess.Popen] = []
     values: dict[str, list[float]] = {}

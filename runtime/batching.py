@@ -263,8 +263,8 @@ class Batcher:
                 if self.batching:
                     carried = await self._gather(job, jobs, loop)
                 await self._run(jobs, loop)
-            except asyncio.CancelledError:  # stopped while holding requests (running, or in the pool's queue)
-                for held in jobs:
+            except asyncio.CancelledError:  # stopped while holding requests: running, in the pool's queue, or carried
+                for held in (*jobs, carried) if carried is not None else jobs:
                     if not held.future.done():
                         held.future.set_exception(Unavailable("the server is shutting down", retry_after=1))
                 raise

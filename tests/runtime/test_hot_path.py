@@ -332,3 +332,29 @@ def test_requests_a_stopped_batcher_holds_are_answered(tmp_path: Path) -> None:
 
     answers = asyncio.run(scenario())
     assert [getattr(a, "status", a) for a in answers] == [503, 503]
+
+
+def test_a_request_carried_to_the_next_batch_is_answered_when_the_batcher_stops(tmp_path: Path) -> None:
+    """A merging worker that met a request it cannot merge carries it to its next batch. Stopped while the batch
+    before it runs, the batcher answers the carried request 503 as well as the running ones."""
+    engine = _engine(tmp_path, models.slow(200))
+    batcher = Batcher(engine, Metrics().model("m", "1"), max_batch=4, delay_s=0.0, max_queue=8, instances=1)
+    assert batcher.batching and batcher.worker_count == 1
+    x = {"x": np.ones((1, 4), np.float32)}
+
+    async def scenario() -> list:
+        batcher.start()
+        first = asyncio.ensure_future(batcher.infer(x, None, None))
+        await _until_handed(batcher, 1)
+        # queued behind it: two requests that cannot merge (one asks for every output, one names it)
+        queued = [asyncio.ensure_future(batcher.infer(x, outputs, None)) for outputs in (None, ["y"])]
+        for _ in range(1000):  # until the first run ended and the worker took both: one to run, one carried
+            if first.done() and batcher._queue.empty():
+                break
+            await asyncio.sleep(0.005)
+        assert first.done() and batcher._queue.empty() and batcher._busy == 1
+        await batcher.stop()
+        return await asyncio.wait_for(asyncio.gather(*queued, return_exceptions=True), 5)
+
+    answers = asyncio.run(scenario())
+    assert [getattr(a, "status", a) for a in answers] == [503, 503]
