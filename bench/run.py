@@ -587,7 +587,7 @@ def servers_for(
             "--log-level",
             "warning",
             "--max-batch-size",
-            "4",  # on 2 cores batches past 4 add no throughput; they add resident memory (8: +50 MB, 64: +450 MB)
+            "4",  # why 4: bench/notes.md, "Batch cap 4"
         ],
         modelport_endpoints,
     )
@@ -1001,16 +1001,31 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict, paired: dict 
         f"`--workers` included) = {x(ratio(best_net, best_flask))} Flask + TensorFlow; one process, binary tensors, "
         f"c=8: {judged.get(pair_text(net, 'modelport', 'V2 binary', 8, 'raw'), 'n/a')} raw onnxruntime's best "
         "in-process.",
-        f"- int8 (`--quantize`): MLP {x(ratio(int8_rps(mlp, 'V2 JSON'), mp8))}, MobileNetV2 "
-        f"{x(ratio(int8_rps(net, 'V2 binary'), rps(net, 'modelport', 'V2 binary', 8)))} the float model's req/s (c=8); "
-        f"`--workers {THREADS}` on the MLP: "
-        f"{x(ratio(rps(mlp, f'modelport --workers {THREADS}', 'V2 JSON', 8), mp8))} one process.",
+        f"- int8 (`--quantize`) against the float model: through modelport at c=8, MLP "
+        f"{judged.get(pair_text(mlp, 'modelport int8 (dynamic)', 'V2 JSON', 8, 'modelport')) or x(ratio(int8_rps(mlp, 'V2 JSON'), mp8))}"
+        f" (dynamic), MobileNetV2 {judged.get(pair_text(net, 'modelport int8 (static)', 'V2 binary', 8, 'modelport')) or x(ratio(int8_rps(net, 'V2 binary'), rps(net, 'modelport', 'V2 binary', 8)))}"
+        f" (static) the req/s; raw onnxruntime in-process, {int8_raw(raw, mlp)} (MLP), {int8_raw(raw, net)} "
+        "(MobileNetV2).",
+        f"- `--workers {THREADS}` on the MLP: {x(ratio(rps(mlp, f'modelport --workers {THREADS}', 'V2 JSON', 8), mp8))} "
+        "one process.",
         f"- Cold start {mp_info.get('cold_start_s', 0):.1f} s vs {flask_info.get('cold_start_s', 0):.1f} s; "
         f"resident memory {mp_info.get('rss_mb', 0):.0f} MB vs {flask_info.get('rss_mb', 0):.0f} MB (Flask + TF).",
         "",
         "Full table, method and targets: docs/benchmarks.md.",
     ]
     return "\n".join(lines)
+
+
+def int8_raw(raw: dict, model: str) -> str:
+    """The int8 model's speed against the float one's in raw onnxruntime (this run's in-process rows): batch-1
+    latency and best throughput, each as the int8 model's speed-up (above 1×: int8 is faster)."""
+    flt, q = raw.get(model, {}), raw.get(f"{model}_int8", {})
+    if not flt.get("p50_ms") or not q.get("p50_ms") or not flt.get("best_rows_per_s"):
+        return "not measured"
+    return (
+        f"batch-1 latency {flt['p50_ms'] / q['p50_ms']:.2f}×, best throughput "
+        f"{q['best_rows_per_s'] / flt['best_rows_per_s']:.2f}×"
+    )
 
 
 def write_report(

@@ -6,9 +6,18 @@ ONNX file, with onnxruntime's own tooling:
 1. ``quant_pre_process`` (shape inference and graph optimisation), as onnxruntime recommends before quantizing.
 2. ``dynamic``: ``quantize_dynamic`` with int8 weights (activations are quantized per batch at run time; good
    for MatMul/Gemm-heavy models such as MLPs and transformers). ``static``: ``quantize_static`` in the QDQ
-   format (int8 activations and per-channel int8 weights), calibrated with MinMax on ``--calibration``: a
+   format (uint8 activations and per-channel int8 weights), calibrated with MinMax on ``--calibration``: a
    directory of images (decoded exactly as the server will, for image models) or a CSV of rows (a header of
    input names for several inputs, otherwise the flattened single input), else on seeded random samples.
+
+   Both modes write U8S8 (uint8 activations, int8 weights; ``TYPES``): x86's int8 dot-product instructions
+   multiply unsigned by signed bytes, so onnxruntime runs U8S8 directly, while int8 activations (S8S8) must be
+   converted first: on the benchmark MobileNetV2 a static S8S8 model ran no faster than the float one and the
+   U8S8 one much faster (docs/benchmarks.md has the figures). Static per-channel weights keep a 7-bit range
+   (``reduce_range``), as onnxruntime advises for per-channel U8S8: on x86 CPUs without VNNI that instruction
+   adds pairs of products into 16 bits, which full-range per-channel weights can saturate, and a model may be
+   served on a CPU other than the one that converted it, where the gate did not run. Dynamic mode's per-tensor
+   weights keep onnxruntime's default full range.
 3. The gate replaces exact parity, comparing the quantized with the float model on verification samples that
    are not the calibration samples: an output whose last axis has two or more entries (class scores, logits) must
    pick the same top-1 class on at least ``--min-agreement`` of the rows (default 0.99); any other output
@@ -37,6 +46,10 @@ MODES = ("dynamic", "static")
 CALIBRATION_SAMPLES = 256  # seeded samples when no --calibration is given (MinMax: few samples clip the tails)
 GATE_SAMPLES = 200  # rows the gate compares on (not the calibration rows); 0.99 then tolerates 2 flips
 FLOAT_OPS = {"Softmax"}  # static: ops left in float (see apply)
+TYPES = {  # what each mode writes, recorded in the manifest (see the module docstring)
+    "dynamic": "U8S8: uint8 activations quantized per batch, per-tensor int8 weights",
+    "static": "U8S8: uint8 activations, per-channel int8 weights in a 7-bit range",
+}
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
@@ -70,8 +83,9 @@ def apply(converted: Converted, parity: Parity, options: ConvertOptions, workdir
                 per_channel=True,
                 # class scores stay float: an int8 softmax output has 256 levels and ties the top classes
                 op_types_to_quantize=[op for op in QDQRegistry if op not in FLOAT_OPS],
-                activation_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
+                reduce_range=True,
             )
     except Exception as exc:
         raise VerificationError(f"--quantize {mode}: onnxruntime could not quantize the model: {exc}") from None
@@ -82,6 +96,7 @@ def apply(converted: Converted, parity: Parity, options: ConvertOptions, workdir
     record.update(
         mode=mode,
         format="QDQ" if mode == "static" else "QOperator (dynamic)",
+        types=TYPES[mode],
         calibration=described if mode == "static" else "none (dynamic: activations quantized at run time)",
         float_bytes=float_path.stat().st_size,
         quantized_bytes=quantized.stat().st_size,

@@ -4,13 +4,13 @@ Why these choices:
 
 * ``gateway="jpype"`` runs the JVM inside this process (libjvm), so there is no ``java`` child that
   could outlive the server, and a call costs microseconds instead of py4j's socket round trip
-  (about 20x per record). The JVM starts on the first PMML load, never on import, and is shut down
-  once at interpreter exit: a JPype JVM cannot be restarted in the same process, so closing one
-  engine must not take the JVM away from a model loaded later.
+  (docs/pmml.md, "Measured", has the figures). The JVM starts on the first PMML load, never on
+  import, and is shut down once at interpreter exit: a JPype JVM cannot be restarted in the same
+  process, so closing one engine must not take the JVM away from a model loaded later.
 * pypmml answers NaN (not an error) for a missing, misspelt or non-numeric field, so every request
   is checked here against the fields recorded from the document before it reaches the JVM.
-* A batch is scored with one call to PMML4S's JSON "split" entry point; after JIT warm-up that
-  measured ~10 us/row against 20-35 us/row for a per-row loop (docs/pmml.md has the figures).
+* A batch is scored with one call to PMML4S's JSON "split" entry point: after JIT warm-up it is faster
+  per row than a per-row loop (docs/pmml.md, "Measured").
 
 V2 mapping: one input per PMML field, shape ``[-1]`` (``[N, 1]`` is accepted too), BYTES for string
 fields and FP64 for numeric ones; or, when every field is numeric, one ``[N, k]`` FP64 tensor named

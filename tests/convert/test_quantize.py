@@ -71,6 +71,23 @@ def _ops(path: Path) -> set[str]:
     return {node.op_type for node in onnx.load(str(path)).graph.node}
 
 
+def _quantized_types(path: Path) -> tuple[set[int], int]:
+    """(the element types of the activations' quantization, the largest |int8 weight|). An activation's
+    QuantizeLinear quantizes a computed tensor; a weight is an int8 initializer the graph dequantizes."""
+    model = onnx.load(str(path))
+    initializers = {t.name: t for t in model.graph.initializer}
+    activations = {
+        initializers[node.input[2]].data_type
+        for node in model.graph.node
+        if node.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") and node.input[0] not in initializers
+        and len(node.input) > 2
+    }
+    if any(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node):
+        activations.add(TensorProto.UINT8)  # its output is uint8 by definition
+    weights = [numpy_helper.to_array(t) for t in initializers.values() if t.data_type == TensorProto.INT8]
+    return activations, max(int(np.abs(w.astype(np.int16)).max()) for w in weights if w.size > 1)
+
+
 def _serve(version_dir: Path, x: np.ndarray) -> np.ndarray:
     engine = load_engine("onnx", version_dir, read_manifest(version_dir), EngineOptions())
     return engine.predict(engine.validate({"x": x}))["probs"]
@@ -88,6 +105,7 @@ def test_dynamic_quantization_passes_the_gate_and_serves(tmp_path: Path) -> None
     assert 0 < record["max_rel_deviation"] < 0.2
     assert read_manifest(version_dir).parity.quantization == record  # in modelport.json
     assert "MatMulInteger" in _ops(version_dir / "model.onnx")  # the served file is the int8 one
+    assert _quantized_types(version_dir / "model.onnx") == ({TensorProto.UINT8}, 127)  # U8S8, full-range weights
     x = np.random.default_rng(5).standard_normal((8, 16)).astype(np.float32)
     float_probs = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     served = _serve(version_dir, x)
@@ -106,10 +124,12 @@ def test_static_qdq_calibrated_on_a_csv(tmp_path: Path) -> None:
     assert code == 0
     version_dir = tmp_path / "repo" / "c" / "1"
     record = read_manifest(version_dir).parity.quantization
-    assert record["mode"] == "static" and record["format"] == "QDQ"
+    assert record["mode"] == "static" and record["format"] == "QDQ" and record["types"].startswith("U8S8")
     assert record["calibration"] == "calibration.csv (CSV rows)"
     assert record["top1_agreement"] >= 0.95 and record["min_agreement"] == 0.95
     assert {"QuantizeLinear", "DequantizeLinear"} <= _ops(version_dir / "model.onnx")
+    # uint8 activations (x86 runs U8S8 directly; S8S8 was no faster than float), weights in a 7-bit range
+    assert _quantized_types(version_dir / "model.onnx") == ({TensorProto.UINT8}, 64)
     assert _serve(version_dir, rows[:4].astype(np.float32)).shape == (4, 10)
 
 
