@@ -91,7 +91,7 @@ $(MLSERVER_VENV)/.stamp: bench/requirements-mlserver.txt
 $(DEV_VENV)/.bench-stamp: bench/requirements.txt $(DEV_VENV)/.stamp
 	$(DEV_PY) -m pip install -q -r bench/requirements.txt
 	touch $@
-$(BENCH_DIR)/.stamp: bench/build_models.py $(DEV_VENV)/.stamp
+$(BENCH_DIR)/.stamp: bench/build_models.py $(wildcard convert/*.py convert/formats/*.py) $(DEV_VENV)/.stamp
 	$(DEV_PY) bench/build_models.py $(BENCH_DIR)
 	touch $@
 bench: install-serve $(DEV_VENV)/.bench-stamp $(MLSERVER_VENV)/.stamp $(BENCH_DIR)/.stamp
