@@ -989,6 +989,12 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict, paired: dict 
     flask_info = infos.get((net, "Flask+TF (gunicorn)"), {})
     mp8 = rps(mlp, "modelport", "V2 JSON", 8)
     bare = "bare aiohttp+ORT"
+    int8_mlp = judged.get(pair_text(mlp, "modelport int8 (dynamic)", "V2 JSON", 8, "modelport")) or x(
+        ratio(int8_rps(mlp, "V2 JSON"), mp8)
+    )
+    int8_net = judged.get(pair_text(net, "modelport int8 (static)", "V2 binary", 8, "modelport")) or x(
+        ratio(int8_rps(net, "V2 binary"), rps(net, "modelport", "V2 binary", 8))
+    )
     lines = [
         f"Measured by `make bench` on {host['cores']} shared cores ({host['cpu']}), {host['date']}:",
         "",
@@ -1001,13 +1007,11 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict, paired: dict 
         f"`--workers` included) = {x(ratio(best_net, best_flask))} Flask + TensorFlow; one process, binary tensors, "
         f"c=8: {judged.get(pair_text(net, 'modelport', 'V2 binary', 8, 'raw'), 'n/a')} raw onnxruntime's best "
         "in-process.",
-        f"- int8 (`--quantize`) against the float model: through modelport at c=8, MLP "
-        f"{judged.get(pair_text(mlp, 'modelport int8 (dynamic)', 'V2 JSON', 8, 'modelport')) or x(ratio(int8_rps(mlp, 'V2 JSON'), mp8))}"
-        f" (dynamic), MobileNetV2 {judged.get(pair_text(net, 'modelport int8 (static)', 'V2 binary', 8, 'modelport')) or x(ratio(int8_rps(net, 'V2 binary'), rps(net, 'modelport', 'V2 binary', 8)))}"
-        f" (static) the req/s; raw onnxruntime in-process, {int8_raw(raw, mlp)} (MLP), {int8_raw(raw, net)} "
-        "(MobileNetV2).",
-        f"- `--workers {THREADS}` on the MLP: {x(ratio(rps(mlp, f'modelport --workers {THREADS}', 'V2 JSON', 8), mp8))} "
-        "one process.",
+        f"- int8 (`--quantize`) against the float model: through modelport at c=8, MLP {int8_mlp} (dynamic), "
+        f"MobileNetV2 {int8_net} (static) the req/s; raw onnxruntime in-process, {int8_raw(raw, mlp)} (MLP), "
+        f"{int8_raw(raw, net)} (MobileNetV2).",
+        f"- `--workers {THREADS}` on the MLP: "
+        f"{x(ratio(rps(mlp, f'modelport --workers {THREADS}', 'V2 JSON', 8), mp8))} one process.",
         f"- Cold start {mp_info.get('cold_start_s', 0):.1f} s vs {flask_info.get('cold_start_s', 0):.1f} s; "
         f"resident memory {mp_info.get('rss_mb', 0):.0f} MB vs {flask_info.get('rss_mb', 0):.0f} MB (Flask + TF).",
         "",
@@ -1018,7 +1022,7 @@ def summary(cells: list[Cell], raw: dict, infos: dict, host: dict, paired: dict 
 
 def int8_raw(raw: dict, model: str) -> str:
     """The int8 model's speed against the float one's in raw onnxruntime (this run's in-process rows): batch-1
-    latency and best throughput, each as the int8 model's speed-up (above 1×: int8 is faster)."""
+    latency and best throughput, each as the int8 model's speed-up (above 1: int8 is faster)."""
     flt, q = raw.get(model, {}), raw.get(f"{model}_int8", {})
     if not flt.get("p50_ms") or not q.get("p50_ms") or not flt.get("best_rows_per_s"):
         return "not measured"
