@@ -79,8 +79,7 @@ def _quantized_types(path: Path) -> tuple[set[int], int]:
     activations = {
         initializers[node.input[2]].data_type
         for node in model.graph.node
-        if node.op_type in ("QuantizeLinear", "DynamicQuantizeLinear") and node.input[0] not in initializers
-        and len(node.input) > 2
+        if node.op_type == "QuantizeLinear" and node.input[0] not in initializers and len(node.input) > 2
     }
     if any(node.op_type == "DynamicQuantizeLinear" for node in model.graph.node):
         activations.add(TensorProto.UINT8)  # its output is uint8 by definition
