@@ -13,7 +13,7 @@ ONNX file, with onnxruntime's own tooling:
    Both modes write U8S8 (uint8 activations, int8 weights; ``TYPES``): x86's int8 dot-product instructions
    multiply unsigned by signed bytes, so onnxruntime runs U8S8 directly, while int8 activations (S8S8) must be
    converted first: on the benchmark MobileNetV2 a static S8S8 model ran no faster than the float one and the
-   U8S8 one much faster (docs/benchmarks.md has the figures). Static per-channel weights keep a 7-bit range
+   U8S8 one much faster (docs/convert.md has the figures). Static per-channel weights keep a 7-bit range
    (``reduce_range``), as onnxruntime advises for per-channel U8S8: on x86 CPUs without VNNI that instruction
    adds pairs of products into 16 bits, which full-range per-channel weights can saturate, and a model may be
    served on a CPU other than the one that converted it, where the gate did not run. Dynamic mode's per-tensor
