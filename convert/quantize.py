@@ -14,10 +14,10 @@ ONNX file, with onnxruntime's own tooling:
    multiply unsigned by signed bytes, so onnxruntime runs U8S8 directly, while int8 activations (S8S8) must be
    converted first: on the benchmark MobileNetV2 a static S8S8 model ran no faster than the float one and the
    U8S8 one much faster (docs/convert.md has the figures). Static per-channel weights keep a 7-bit range
-   (``reduce_range``), as onnxruntime advises for per-channel U8S8: on x86 CPUs without VNNI that instruction
-   adds pairs of products into 16 bits, which full-range per-channel weights can saturate, and a model may be
-   served on a CPU other than the one that converted it, where the gate did not run. Dynamic mode's per-tensor
-   weights keep onnxruntime's default full range.
+   (``reduce_range``), which onnxruntime's ``quantize_static`` guidance asks for on x86 CPUs without VNNI (their
+   u8 x s8 instruction adds pairs of products into 16 bits, which full-range per-channel weights can saturate):
+   a model may be served on a CPU other than the one that converted it, where the gate did not run. Dynamic
+   mode's per-tensor weights keep onnxruntime's default full range.
 3. The gate replaces exact parity, comparing the quantized with the float model on verification samples that
    are not the calibration samples: an output whose last axis has two or more entries (class scores, logits) must
    pick the same top-1 class on at least ``--min-agreement`` of the rows (default 0.99); any other output
