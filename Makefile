@@ -156,10 +156,8 @@ install-browser:
 # ---- tests ---------------------------------------------------------------------------------
 # The whole suite: runtime, converters (real TensorFlow/PyTorch/scikit-learn models), PMML on a
 # real JVM, reliability. The server under test runs from .venv/serve, so the runtime is proven slim.
-# PYTHONFAULTHANDLER: a native crash after pytest's own fault handler is gone (the interpreter's teardown of
-# TensorFlow, torch, a JVM and Spark in one process) prints every thread's stack instead of only the signal.
 test: install
-	PYTHONFAULTHANDLER=1 $(DEV_PY) -m pytest -q -rs $(PYTEST_ARGS)
+	$(DEV_PY) -m pytest -q -rs $(PYTEST_ARGS)
 
 lint: install-dev
 	$(DEV_VENV)/bin/ruff check .
