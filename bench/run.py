@@ -1024,7 +1024,7 @@ def int8_raw(raw: dict, model: str) -> str:
     """The int8 model's speed against the float one's in raw onnxruntime (this run's in-process rows): batch-1
     latency and best throughput, each as the int8 model's speed-up (above 1: int8 is faster)."""
     flt, q = raw.get(model, {}), raw.get(f"{model}_int8", {})
-    if not flt.get("p50_ms") or not q.get("p50_ms") or not flt.get("best_rows_per_s"):
+    if not all(side.get(key) for side in (flt, q) for key in ("p50_ms", "best_rows_per_s")):
         return "not measured"
     return (
         f"batch-1 latency {flt['p50_ms'] / q['p50_ms']:.2f}×, best throughput "
