@@ -40,6 +40,11 @@ def crd_dir() -> Path:
     ).stdout.strip()
     if common:  # a worktree: the main checkout's sibling
         candidates.append(Path(common).parent.parent / "shared" / "kserve" / "crds")
+    origin = subprocess.run(
+        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():  # a clone of a local checkout (e.g. into a temporary directory): its sibling
+        candidates.append(Path(origin).resolve().parent / "shared" / "kserve" / "crds")
     for path in candidates:
         if (path / CRD_FILES["InferenceService"]).is_file():
             return path
