@@ -25,11 +25,26 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [ "$ENGINE" = podman ] && ! command -v podman >/dev/null; then
-  stage "container engine (podman, local base images)"
-  bash "$ROOT/../shared/container/offline-engine.sh" || die "could not prepare podman"
-elif [ "$ENGINE" = podman ]; then
-  bash "$ROOT/../shared/container/offline-engine.sh" >/dev/null || die "could not prepare the base images"
+# The workplace's shared/ folder (offline podman, local base images) sits beside the checkout; a worktree
+# finds it beside the main checkout, a clone of a local checkout (git clone . $(mktemp -d)/c) beside its
+# origin, as tests/deploy/manifests.py finds KServe's CRDs. MODELPORT_SHARED names it outright.
+find_engine_script() {
+  local common origin d
+  common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
+  origin=$(git -C "$ROOT" config --get remote.origin.url 2>/dev/null || true)
+  for d in "${MODELPORT_SHARED:-}" "$ROOT/../shared" "${common:+$common/../../shared}" "${origin:+$origin/../shared}"; do
+    [ -n "$d" ] && [ -f "$d/container/offline-engine.sh" ] && { echo "$d/container/offline-engine.sh"; return 0; }
+  done
+  return 1
+}
+if [ "$ENGINE" = podman ]; then
+  engine_script=$(find_engine_script) || die "shared/container/offline-engine.sh not found beside $ROOT, its main checkout or its origin (set MODELPORT_SHARED)"
+  if ! command -v podman >/dev/null; then
+    stage "container engine (podman, local base images)"
+    bash "$engine_script" || die "could not prepare podman"
+  else
+    bash "$engine_script" >/dev/null || die "could not prepare the base images"
+  fi
 fi
 
 cleanup
