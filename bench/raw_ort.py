@@ -20,6 +20,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runtime.engines.onnx import SESSION_CONFIG
+
 
 def loop(session: ort.InferenceSession, feeds: dict, seconds: float) -> list[float]:
     times = []
@@ -50,7 +53,8 @@ def main() -> None:
     path, seconds, threads = args[0], float(args[1]), int(args[2])
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
+    for key, value in SESSION_CONFIG.items():  # the server's own session config
+        options.add_session_config_entry(key, value)
     session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     spec = session.get_inputs()[0]
     row = [d if isinstance(d, int) and d > 0 else 1 for d in spec.shape[1:]]

@@ -7,18 +7,23 @@ No validation, metrics, logging, batching or thread pool: onnxruntime runs on th
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import orjson
 from aiohttp import web
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from runtime.engines.onnx import SESSION_CONFIG
+
 
 def session(path: str, threads: int) -> ort.InferenceSession:
     """The model's session with modelport's options (also bench/servers/bare_binary.py's)."""
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
+    for key, value in SESSION_CONFIG.items():  # as runtime/engines/onnx.py
+        options.add_session_config_entry(key, value)
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 

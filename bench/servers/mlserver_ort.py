@@ -7,6 +7,8 @@ Set in model-settings.json as ``"implementation": "mlserver_ort.OrtRuntime"`` wi
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -14,12 +16,16 @@ from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from runtime.engines.onnx import SESSION_CONFIG
+
 
 class OrtRuntime(MLModel):
     async def load(self) -> bool:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("ORT_THREADS", "2"))
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as runtime/engines/onnx.py
+        for key, value in SESSION_CONFIG.items():  # as runtime/engines/onnx.py
+            options.add_session_config_entry(key, value)
         self._session = ort.InferenceSession(self.settings.parameters.uri, options, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
         return True

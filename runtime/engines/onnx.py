@@ -41,6 +41,17 @@ OPTIMIZATION_LEVELS = {
 }
 
 
+# The intra-op pool's threads spin for at most this long before they sleep. A run hands work to the pool at every
+# parallel section (dozens per CNN inference); a sleeping thread takes a futex wake-up each time, slow on a virtual
+# machine, while an unbounded spin (onnxruntime's default) burns the cores the event loop, the image decoder and a
+# concurrent run need between requests. Ten microseconds keeps the hand-offs within a run warm and ends at once
+# after it (the A/B is in bench/notes.md, "Session 11"). bench/ builds its reference sessions from this table too.
+SESSION_CONFIG = {
+    "session.intra_op.allow_spinning": "1",
+    "session.intra_op.spin_duration_us": "10",
+}
+
+
 def session_options(options: EngineOptions) -> ort.SessionOptions:
     """The exact session options the server uses; tests build their reference sessions with this too."""
     so = ort.SessionOptions()
@@ -48,9 +59,8 @@ def session_options(options: EngineOptions) -> ort.SessionOptions:
     so.inter_op_num_threads = options.inter_op_threads
     so.graph_optimization_level = OPTIMIZATION_LEVELS[options.graph_optimization]
     so.log_severity_level = 3  # errors only: load warnings would otherwise print per model
-    # No spin-waiting in the intra-op pool: spinning threads burn the cores the event loop, the image decoder
-    # and the other intra-op thread need (the A/B figures are in bench/notes.md).
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in SESSION_CONFIG.items():
+        so.add_session_config_entry(key, value)
     return so
 
 

@@ -20,6 +20,7 @@ from runtime.batching import Batcher
 from runtime.codecs import v2_rest
 from runtime.dataplane import InferenceRequest
 from runtime.engines import EngineOptions, load_engine
+from runtime.engines.onnx import SESSION_CONFIG
 from runtime.errors import BadRequest, ModelportError
 from runtime.handlers.common import DATAPLANE, STATE
 from runtime.metrics import BUCKETS_US, Metrics
@@ -131,6 +132,23 @@ def test_an_engine_says_how_many_runs_at_once_it_serves_best(tmp_path: Path) -> 
     two = load_engine("onnx", version_dir, manifest, EngineOptions(intra_op_threads=2))
     one = load_engine("onnx", version_dir, manifest, EngineOptions(intra_op_threads=1))
     assert (two.concurrency, one.concurrency) == (2, 1)
+
+
+def test_the_intra_op_pool_spins_briefly_in_the_server_and_in_the_bench_references(tmp_path: Path) -> None:
+    """A bounded spin (runtime/engines/onnx.py, SESSION_CONFIG): not onnxruntime's unbounded default, not none;
+    the raw onnxruntime loop and the bare server that ``make bench`` compares against run with the same config."""
+    engine = _engine(tmp_path)
+    config = engine.session.get_session_options()
+    assert config.get_session_config_entry("session.intra_op.allow_spinning") == "1"
+    assert 0 < int(config.get_session_config_entry("session.intra_op.spin_duration_us")) <= 100
+    assert SESSION_CONFIG == {
+        key: config.get_session_config_entry(key)
+        for key in ("session.intra_op.allow_spinning", "session.intra_op.spin_duration_us")
+    }
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    for script in ("raw_ort.py", "servers/bare_aiohttp.py", "servers/mlserver_ort.py"):
+        text = (bench / script).read_text()
+        assert "from runtime.engines.onnx import SESSION_CONFIG" in text and "allow_spinning" not in text, script
 
 
 def _body(value: object) -> bytes:
