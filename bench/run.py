@@ -262,8 +262,10 @@ class PairTarget:
     model: str
     a: tuple[str, str, int, str]  # (server, api, concurrency, "rps" | "p50_ms"); server "raw": raw onnxruntime
     b: tuple[str, str, int, str]
-    # A latency target's floor: a no-op server answering the same request (no model, no parsing). Any server's
-    # latency includes at least the no-op's, so ``(b + floor) / b`` is the least any server could reach.
+    # A target's floor: a no-op server answering the same request (no model, no parsing). Any server's latency
+    # includes at least the no-op's, so ``(b + floor) / b`` is the least a latency ratio could be. A throughput
+    # target's floor: the no-op's CPU per request adds to the model's on the same cores (the load generator's
+    # included), so ``floor / (floor + b)`` is the most a throughput ratio could be.
     floor: tuple[str, str, int, str] | None = None
     # What a featureless server reaches on the same request in the same rounds (bench/servers/bare_binary.py): not
     # a bound, as the floor is, but how far a target sits from the least a real aiohttp server does.
@@ -281,6 +283,7 @@ def pair_text(model: str, server: str, api: str, concurrency: int, reference: st
 
 
 BARE_BINARY = "bare aiohttp+ORT, binary"
+ONE_THREAD = "modelport, 1 thread per run"  # docs/runtime.md, "Throughput over latency"
 
 PAIR_TARGETS = (
     PairTarget(
@@ -340,7 +343,18 @@ PAIR_TARGETS = (
         "mobilenetv2",
         ("modelport", "V2 binary", 8, "rps"),
         ("raw", "", 8, "best_rows_per_s"),
+        floor=("no-op aiohttp", "V2 binary", 8, "rps"),
         bare=(BARE_BINARY, "V2 binary", 8, "rps"),
+    ),
+    PairTarget(
+        f"MobileNetV2 V2 binary c=8, one thread per run (--intra-op-threads 1 --instances {THREADS}), vs raw ORT best "
+        "in-process throughput (≥ 0.9×)",
+        0.9,
+        True,
+        "mobilenetv2",
+        (ONE_THREAD, "V2 binary", 8, "rps"),
+        ("raw", "", 8, "best_rows_per_s"),
+        floor=("no-op aiohttp", "V2 binary", 8, "rps"),
     ),
     PairTarget(
         "MobileNetV2 gRPC c=1 p50 vs raw ORT (≤ 1.2×)",
@@ -390,7 +404,7 @@ def paired_rounds(model: str, models_dir: Path, workdir: Path, seconds: float) -
             if side is not None and target.model == model and side[:3] not in sides:
                 sides.append(side[:3])
     ports = {key: free_port() for key in ("modelport", "modelport_grpc", "modelport_unbatched", "bare", "mlserver")}
-    names = ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http", "bare_binary")
+    names = ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http", "bare_binary", "one_thread")
     ports |= {key: free_port() for key in names}
     servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports, floors=True)}
     running: list[subprocess.Popen] = []
@@ -454,9 +468,13 @@ def paired_targets(paired: dict) -> list[tuple[str, str, bool | None]]:
         text = f"{mean:.2f}× (rounds: {rounds})"
         floor = values.get("|".join(map(str, target.floor))) if target.floor else None
         if floor and len(floor) == len(b):
-            floors = [(y + f) / y for y, f in zip(b, floor, strict=True)]
+            if target.higher:  # throughput: the no-op's CPU per request and the model's add up
+                floors = [f / (f + y) for y, f in zip(b, floor, strict=True)]
+            else:  # latency: the no-op's time and the model's add up
+                floors = [(y + f) / y for y, f in zip(b, floor, strict=True)]
+            bound = "the ceiling" if target.higher else "the floor"
             text += (
-                f"; the floor, {target.floor[0]} on the same request: {sum(floors) / len(floors):.2f}× "
+                f"; {bound}, {target.floor[0]} on the same request: {sum(floors) / len(floors):.2f}× "
                 f"(rounds: {', '.join(f'{r:.2f}' for r in floors)})"
             )
         bare = values.get("|".join(map(str, target.bare))) if target.bare else None
@@ -672,6 +690,17 @@ def servers_for(
             if e.api in (("V2 binary", "image") if manifest.get("image") else ("V2 JSON",))
         ],
     )
+    # The throughput layout for a compute-bound model: each run on one thread, as many runs at once as cores
+    one_thread = Server(
+        ONE_THREAD,
+        ports["one_thread"],
+        [
+            *modelport.command[: modelport.command.index("--port")],
+            *("--port", str(ports["one_thread"]), "--grpc-port", "0", "--log-level", "warning"),
+            *("--intra-op-threads", "1", "--instances", str(THREADS), "--max-batch-size", "4"),
+        ],
+        [e for e in modelport_endpoints if e.api == "V2 binary"],
+    )
     # N processes on one port, each with cores / N onnxruntime threads (runtime/workers.py)
     workers = Server(
         f"modelport --workers {THREADS}",
@@ -683,7 +712,7 @@ def servers_for(
         ],
         [e for e in modelport_endpoints if e.api in ("V2 JSON", "V2 binary")],
     )
-    servers = [modelport, unbatched]
+    servers = [modelport, unbatched, *([one_thread] if manifest.get("image") else [])]
     int8 = models_dir / "repo" / f"{model}_int8"
     if int8.is_dir():  # the same server on the --quantize copy of the model (bench/build_models.py)
         quantized = json.loads((int8 / "1" / "modelport.json").read_text())["parity"]["quantization"]["mode"]
@@ -751,7 +780,9 @@ def raw_ort(model: str, models_dir: Path, seconds: float, quick: bool = False) -
     if quick:
         print(f"  {model:12} raw onnxruntime (paired round): {json.dumps(result)}", flush=True)
         return result
-    result["best_rows_per_s"] = max(*result["rows_per_s"].values(), result["threaded_c8_rps"])
+    result["best_rows_per_s"] = max(
+        *result["rows_per_s"].values(), result["threaded_c8_rps"], result.get("one_thread_rows_per_s", 0)
+    )
     result["load"] = os.getloadavg()[0]
     print(
         f"  {model:12} {'raw onnxruntime':22} {'in-process':10} c=1   {result['rps']:9.1f} req/s"
@@ -864,6 +895,13 @@ def fmt_load(record: dict) -> str:
     return f"{record['load']:.1f}" if "load" in record else ""
 
 
+def one_thread_text(record: dict) -> str:
+    """The raw row's one-thread-per-run figure (runs saved before it was measured have none)."""
+    if "one_thread_rows_per_s" not in record:
+        return ""
+    return f"; {THREADS} threads, one intra-op thread each: {record['one_thread_rows_per_s']:.0f}"
+
+
 def table(cells: list[Cell], raw: dict, infos: dict) -> str:
     lines = []
     for model in dict.fromkeys(x.model for x in cells):
@@ -875,8 +913,8 @@ def table(cells: list[Cell], raw: dict, infos: dict) -> str:
             "| errors | × raw ORT best | × bare (c=8) | × MLServer (c=8) | × Flask (c=8) | cold start | RSS | load |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|",
             f"| raw onnxruntime, in-process, {THREADS} threads | {r['rps']:.0f} ({r['p50_ms']:.3f} / {r['p99_ms']:.3f})"
-            f" | 8 threads, batch 1: {r['threaded_c8_rps']:.0f} | best in-process (batched or threaded): "
-            f"{r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | | {fmt_load(r)} |",
+            f" | 8 threads, batch 1: {r['threaded_c8_rps']:.0f}{one_thread_text(r)} | best in-process (batched, "
+            f"threaded or one thread per run): {r['best_rows_per_s']:.0f} rows/s | 0 | 1 | | | | | | {fmt_load(r)} |",
         ]
         if "image_p50_ms" in r:
             lines.append(
@@ -1149,6 +1187,7 @@ def main() -> int:
             "flask",
             "workers",
             "int8",
+            "one_thread",
         )
         ports = {key: free_port() for key in names}
         for server in servers_for(model, args.models, workdir, ports):

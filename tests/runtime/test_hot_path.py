@@ -141,10 +141,8 @@ def test_the_intra_op_pool_spins_briefly_in_the_server_and_in_the_bench_referenc
     config = engine.session.get_session_options()
     assert config.get_session_config_entry("session.intra_op.allow_spinning") == "1"
     assert 0 < int(config.get_session_config_entry("session.intra_op.spin_duration_us")) <= 100
-    assert SESSION_CONFIG == {
-        key: config.get_session_config_entry(key)
-        for key in ("session.intra_op.allow_spinning", "session.intra_op.spin_duration_us")
-    }
+    keys = ("session.intra_op.allow_spinning", "session.intra_op.spin_duration_us")
+    assert {key: config.get_session_config_entry(key) for key in keys} == SESSION_CONFIG
     bench = Path(__file__).resolve().parents[2] / "bench"
     for script in ("raw_ort.py", "servers/bare_aiohttp.py", "servers/mlserver_ort.py"):
         text = (bench / script).read_text()
