@@ -263,7 +263,8 @@ class PairTarget:
     a: tuple[str, str, int, str]  # (server, api, concurrency, "rps" | "p50_ms"); server "raw": raw onnxruntime
     b: tuple[str, str, int, str]
     # A target's floor: a no-op server answering the same request (no model, no parsing). Any server's latency
-    # includes at least the no-op's, so ``(b + floor) / b`` is the least a latency ratio could be. A throughput
+    # includes at least the no-op's, so ``(b + floor) / b`` is the least a latency ratio could be (as long as a run
+    # inside a server is no faster than raw's back-to-back loop: bench/notes.md, "Paired rounds"). A throughput
     # target's floor: the no-op's CPU per request adds to the model's on the same cores (the load generator's
     # included), so ``floor / (floor + b)`` is the most a throughput ratio could be.
     floor: tuple[str, str, int, str] | None = None
