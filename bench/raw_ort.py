@@ -22,7 +22,8 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from runtime.engines.onnx import SESSION_CONFIG
+from runtime.engines import EngineOptions
+from runtime.engines.onnx import session_options
 
 
 def loop(session: ort.InferenceSession, feeds: dict, seconds: float) -> list[float]:
@@ -49,11 +50,8 @@ def threaded(session: ort.InferenceSession, feeds: dict, seconds: float, threads
 
 
 def make_session(path: str, threads: int) -> ort.InferenceSession:
-    """A session with ``threads`` intra-op threads and the server's own session config."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    for key, value in SESSION_CONFIG.items():
-        options.add_session_config_entry(key, value)
+    """A session with ``threads`` intra-op threads and otherwise the server's own options."""
+    options = session_options(EngineOptions(intra_op_threads=threads))
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 

@@ -15,15 +15,13 @@ import orjson
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from runtime.engines.onnx import SESSION_CONFIG
+from runtime.engines import EngineOptions
+from runtime.engines.onnx import session_options
 
 
 def session(path: str, threads: int) -> ort.InferenceSession:
     """The model's session with modelport's options (also bench/servers/bare_binary.py's)."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    for key, value in SESSION_CONFIG.items():  # as runtime/engines/onnx.py
-        options.add_session_config_entry(key, value)
+    options = session_options(EngineOptions(intra_op_threads=threads))
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 

@@ -17,15 +17,13 @@ from mlserver.codecs import NumpyCodec
 from mlserver.types import InferenceRequest, InferenceResponse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from runtime.engines.onnx import SESSION_CONFIG
+from runtime.engines import EngineOptions
+from runtime.engines.onnx import session_options
 
 
 class OrtRuntime(MLModel):
     async def load(self) -> bool:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = int(os.environ.get("ORT_THREADS", "2"))
-        for key, value in SESSION_CONFIG.items():  # as runtime/engines/onnx.py
-            options.add_session_config_entry(key, value)
+        options = session_options(EngineOptions(intra_op_threads=int(os.environ.get("ORT_THREADS", "2"))))
         self._session = ort.InferenceSession(self.settings.parameters.uri, options, providers=["CPUExecutionProvider"])
         self._outputs = [o.name for o in self._session.get_outputs()]
         return True

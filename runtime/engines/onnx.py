@@ -45,7 +45,7 @@ OPTIMIZATION_LEVELS = {
 # parallel section (dozens per CNN inference); a sleeping thread takes a futex wake-up each time, slow on a virtual
 # machine, while an unbounded spin (onnxruntime's default) burns the cores the event loop, the image decoder and a
 # concurrent run need between requests. Ten microseconds keeps the hand-offs within a run warm and ends at once
-# after it (the A/B is in bench/notes.md, "Session 11"). bench/ builds its reference sessions from this table too.
+# after it (the A/B is in bench/notes.md, "Session 11"). bench/'s references use ``session_options`` too.
 SESSION_CONFIG = {
     "session.intra_op.allow_spinning": "1",
     "session.intra_op.spin_duration_us": "10",
