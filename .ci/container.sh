@@ -25,20 +25,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# The workplace's shared/ folder (offline podman, local base images) sits beside the checkout; a worktree
-# finds it beside the main checkout, a clone of a local checkout (git clone . $(mktemp -d)/c) beside its
-# origin, as tests/deploy/manifests.py finds KServe's CRDs. MODELPORT_SHARED names it outright.
-find_engine_script() {
-  local common origin d
-  common=$(git -C "$ROOT" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || true)
-  origin=$(git -C "$ROOT" config --get remote.origin.url 2>/dev/null || true)
-  for d in "${MODELPORT_SHARED:-}" "$ROOT/../shared" "${common:+$common/../../shared}" "${origin:+$origin/../shared}"; do
-    [ -n "$d" ] && [ -f "$d/container/offline-engine.sh" ] && { echo "$d/container/offline-engine.sh"; return 0; }
-  done
-  return 1
-}
+# The workplace's shared/ folder (offline podman, local base images): .ci/shared-dir finds it.
 if [ "$ENGINE" = podman ]; then
-  engine_script=$(find_engine_script) || die "shared/container/offline-engine.sh not found beside $ROOT, its main checkout or its origin (set MODELPORT_SHARED)"
+  shared=$(bash "$ROOT/.ci/shared-dir" container/offline-engine.sh) || die "no offline podman script"
+  engine_script=$shared/container/offline-engine.sh
   if ! command -v podman >/dev/null; then
     stage "container engine (podman, local base images)"
     bash "$engine_script" || die "could not prepare podman"

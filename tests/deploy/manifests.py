@@ -1,7 +1,8 @@
 """Load deploy/ manifests and the schemas they are checked against (tests and CI's container stage).
 
-KServe's CRDs are read from ``../shared/kserve/crds/`` beside the checkout (``MODELPORT_KSERVE_CRDS``
-overrides; from a git worktree, beside the main checkout). Their ``openAPIV3Schema`` is what the API
+KServe's CRDs are read from ``kserve/crds/`` in the workplace's shared folder, found by ``.ci/shared-dir``
+(beside the checkout, a worktree's main checkout or a local clone's origin; ``MODELPORT_KSERVE_CRDS``
+overrides). Their ``openAPIV3Schema`` is what the API
 server validates a custom resource against; with ``kubectl apply --validate=strict`` (the default
 field validation of kubectl since 1.27 warns, strict fails) an unknown field is an error, so
 :func:`strict` closes every object schema that lists its properties: a misspelt field fails here too.
@@ -30,25 +31,21 @@ CRD_FILES = {
 
 
 def crd_dir() -> Path:
-    candidates = [ROOT.parent / "shared" / "kserve" / "crds"]
+    candidates = []
     if os.environ.get("MODELPORT_KSERVE_CRDS"):
-        candidates.insert(0, Path(os.environ["MODELPORT_KSERVE_CRDS"]))
-    common = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--path-format=absolute", "--git-common-dir"],
+        candidates.append(Path(os.environ["MODELPORT_KSERVE_CRDS"]))
+    shared = subprocess.run(  # the workplace's shared/ folder, found as the CI scripts find it
+        ["bash", str(ROOT / ".ci" / "shared-dir"), f"kserve/crds/{CRD_FILES['InferenceService']}"],
         capture_output=True,
         text=True,
     ).stdout.strip()
-    if common:  # a worktree: the main checkout's sibling
-        candidates.append(Path(common).parent.parent / "shared" / "kserve" / "crds")
-    origin = subprocess.run(
-        ["git", "-C", str(ROOT), "config", "--get", "remote.origin.url"], capture_output=True, text=True
-    ).stdout.strip()
-    if origin and Path(origin).is_dir():  # a clone of a local checkout (e.g. into a temporary directory): its sibling
-        candidates.append(Path(origin).resolve().parent / "shared" / "kserve" / "crds")
+    if shared:
+        candidates.append(Path(shared) / "kserve" / "crds")
     for path in candidates:
         if (path / CRD_FILES["InferenceService"]).is_file():
             return path
-    raise FileNotFoundError(f"KServe CRDs not found in {', '.join(map(str, candidates))} (set MODELPORT_KSERVE_CRDS)")
+    tried = ", ".join(map(str, candidates)) or "no shared/kserve/crds beside the checkout, its main checkout or origin"
+    raise FileNotFoundError(f"KServe CRDs not found: {tried} (set MODELPORT_KSERVE_CRDS or MODELPORT_SHARED)")
 
 
 def documents(path: Path) -> list[dict[str, Any]]:
