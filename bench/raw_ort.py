@@ -22,6 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from runtime import memory
 from runtime.engines import EngineOptions
 from runtime.engines.onnx import session_options
 
@@ -59,6 +60,7 @@ def main() -> None:
     quick = sys.argv[1] == "--quick"  # the paired rounds (bench/run.py): only what the targets compare with
     args = sys.argv[2:] if quick else sys.argv[1:]
     path, seconds, threads = args[0], float(args[1]), int(args[2])
+    memory.tune_malloc()  # the server's allocator settings, as for its session options
     session = make_session(path, threads)
     # The other layout: each run on one intra-op thread, ``threads`` runs at once (docs/runtime.md, "Throughput
     # over latency"). On a compute-bound model it can beat runs of ``threads`` threads: part of "best".

@@ -263,10 +263,11 @@ class PairTarget:
     a: tuple[str, str, int, str]  # (server, api, concurrency, "rps" | "p50_ms"); server "raw": raw onnxruntime
     b: tuple[str, str, int, str]
     # A target's floor: a no-op server answering the same request (no model, no parsing). Any server's latency
-    # includes at least the no-op's, so ``(b + floor) / b`` is the least a latency ratio could be (as long as a run
-    # inside a server is no faster than raw's back-to-back loop: bench/notes.md, "Paired rounds"). A throughput
-    # target's floor: the no-op's CPU per request adds to the model's on the same cores (the load generator's
-    # included), so ``floor / (floor + b)`` is the most a throughput ratio could be.
+    # includes at least the no-op's transport, so ``(b + floor - busy) / b`` is the least a latency ratio could be,
+    # where the paced no-op (NOOP_PACED) keeps the CPU busy for ``busy``, raw's p50, before it answers: a round
+    # trip after the client has waited that long costs more than one back to back (bench/notes.md, "Session 12").
+    # A throughput target's floor: the no-op's CPU per request adds to the model's on the same cores (the load
+    # generator's included), so ``floor / (floor + b)`` is the most a throughput ratio could be.
     floor: tuple[str, str, int, str] | None = None
     # What a featureless server reaches on the same request in the same rounds (bench/servers/bare_binary.py): not
     # a bound, as the floor is, but how far a target sits from the least a real aiohttp server does.
@@ -284,6 +285,7 @@ def pair_text(model: str, server: str, api: str, concurrency: int, reference: st
 
 
 BARE_BINARY = "bare aiohttp+ORT, binary"
+NOOP_PACED = "no-op aiohttp, at raw's pace"  # the no-op that takes raw onnxruntime's batch-1 p50 per request
 ONE_THREAD = "modelport, 1 thread per run"  # docs/runtime.md, "Throughput over latency"
 
 PAIR_TARGETS = (
@@ -334,7 +336,7 @@ PAIR_TARGETS = (
         "mobilenetv2",
         ("modelport", "V2 binary", 1, "p50_ms"),
         ("raw", "", 1, "p50_ms"),
-        floor=("no-op aiohttp", "V2 binary", 1, "p50_ms"),
+        floor=(NOOP_PACED, "V2 binary", 1, "p50_ms"),
         bare=(BARE_BINARY, "V2 binary", 1, "p50_ms"),
     ),
     PairTarget(
@@ -405,11 +407,16 @@ def paired_rounds(model: str, models_dir: Path, workdir: Path, seconds: float) -
             if side is not None and target.model == model and side[:3] not in sides:
                 sides.append(side[:3])
     ports = {key: free_port() for key in ("modelport", "modelport_grpc", "modelport_unbatched", "bare", "mlserver")}
-    names = ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http", "bare_binary", "one_thread")
+    names = ("mlserver_grpc", "noop", "flask", "workers", "int8", "noop_http", "noop_paced", "bare_binary")
+    names += ("one_thread",)
     ports |= {key: free_port() for key in names}
-    servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports, floors=True)}
-    running: list[subprocess.Popen] = []
     values: dict[str, list[float]] = {}
+    busy_ms = 0.0
+    if any(side[0] == NOOP_PACED for side in sides):  # its pace: raw onnxruntime's batch-1 p50, measured first
+        busy_ms = raw_ort(model, models_dir, seconds, quick=True)["p50_ms"]
+        values[f"{NOOP_PACED}|busy_ms"] = [busy_ms]
+    servers = {s.name: s for s in servers_for(model, models_dir, workdir, ports, floors=True, busy_ms=busy_ms)}
+    running: list[subprocess.Popen] = []
     try:
         steps: list = []
         for name, api, concurrency in sides:
@@ -471,8 +478,9 @@ def paired_targets(paired: dict) -> list[tuple[str, str, bool | None]]:
         if floor and len(floor) == len(b):
             if target.higher:  # throughput: the no-op's CPU per request and the model's add up
                 floors = [f / (f + y) for y, f in zip(b, floor, strict=True)]
-            else:  # latency: the no-op's time and the model's add up
-                floors = [(y + f) / y for y, f in zip(b, floor, strict=True)]
+            else:  # latency: the no-op's transport (its time less its busy wait) and the model's add up
+                busy = values.get(f"{target.floor[0]}|busy_ms", [0.0])[0]
+                floors = [(y + f - busy) / y for y, f in zip(b, floor, strict=True)]
             bound = "the ceiling" if target.higher else "the floor"
             text += (
                 f"; {bound}, {target.floor[0]} on the same request: {sum(floors) / len(floors):.2f}× "
@@ -556,10 +564,10 @@ def image_file(models_dir: Path) -> Path:
 
 
 def servers_for(
-    model: str, models_dir: Path, workdir: Path, ports: dict[str, int], floors: bool = False
+    model: str, models_dir: Path, workdir: Path, ports: dict[str, int], floors: bool = False, busy_ms: float = 0.0
 ) -> list[Server]:
-    """Every server the run measures for ``model``; ``floors``: also the no-op HTTP server and the bare binary
-    server (paired rounds only)."""
+    """Every server the run measures for ``model``; ``floors``: also the no-op HTTP server (and with ``busy_ms``
+    its twin at raw onnxruntime's pace) and the bare binary server (paired rounds only)."""
     bundle = models_dir / "repo" / model / "1"
     manifest = json.loads((bundle / "modelport.json").read_text())
     spec = manifest["inputs"][0]
@@ -751,6 +759,11 @@ def servers_for(
                 [e for e in modelport_endpoints if e.api == "V2 binary"],
             )
         )
+        if busy_ms:
+            noop_http = servers[-1]
+            paced = [*noop_http.command, f"{busy_ms * 1000:.0f}"]
+            paced[paced.index(str(ports["noop_http"]))] = str(ports["noop_paced"])
+            servers.append(dataclasses.replace(noop_http, name=NOOP_PACED, port=ports["noop_paced"], command=paced))
         servers.append(
             Server(
                 BARE_BINARY,

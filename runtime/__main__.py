@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("aiohttp.access").disabled = True  # runtime.access writes the one line per request
     disable_created_metrics()  # Triton exports no *_created series; keep /metrics small
-    memory.limit_arenas()  # before any thread starts (runtime/memory.py)
+    memory.tune_malloc()  # before any thread starts (runtime/memory.py)
     if settings.workers > 1 and not workers.is_worker():
         return workers.supervise(settings, sys.argv[1:] if argv is None else argv)
     return _event_loop_runner()(serve(settings))

@@ -13,8 +13,17 @@ the heap for a few milliseconds). It also caps glibc at ``ARENAS`` malloc arenas
 allocates (the inference pool, onnxruntime's threads) otherwise gets an arena of its own, each holding
 its own freed memory.
 
+Freed pages stay mapped between those trims (``tune_malloc``). glibc's defaults return memory on every
+``free``: a block above the mmap threshold is unmapped at once, and free space at the heap's top past the trim
+threshold (twice the largest block it has seen) is given back. A request's buffers are that size: a 600 KB
+tensor body is allocated and freed several times per request (the socket's chunks, the joined body, the
+response), so each request unmapped them and the next one faulted every page back in, hundreds of page
+faults per request, which on a virtual machine cost more than the bytes' copies. ``tune_malloc`` sets both
+thresholds (which also stops glibc moving them): blocks up to ``MMAP_THRESHOLD`` come from the heap, and up
+to ``TRIM_THRESHOLD`` of free heap top stays mapped until ``HeapTrimmer``'s next trim.
+
 On a libc without these calls (musl, macOS) it does nothing. ``docs/benchmarks.md`` has the resident
-memory measured with and without it.
+memory and the page faults measured with and without it.
 """
 
 from __future__ import annotations
@@ -28,7 +37,12 @@ from concurrent.futures import Executor
 log = logging.getLogger("runtime.memory")
 
 ARENAS = 2
-_M_ARENA_MAX = -8  # glibc's mallopt parameter number
+MMAP_THRESHOLD = 32 << 20  # glibc's largest: blocks below it come from the heap and are reused, not unmapped
+TRIM_THRESHOLD = 64 << 20  # free memory at a heap's top that ``free`` leaves mapped (HeapTrimmer returns it)
+# glibc's mallopt parameter numbers
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -49,9 +63,15 @@ def supported() -> bool:
     return _LIBC is not None
 
 
-def limit_arenas(arenas: int = ARENAS) -> bool:
-    """Cap glibc's malloc arenas; call before the server starts its threads. False where unsupported."""
-    return bool(_LIBC is not None and _LIBC.mallopt(_M_ARENA_MAX, arenas) == 1)
+def tune_malloc(arenas: int = ARENAS) -> bool:
+    """Cap glibc's malloc arenas and keep freed request buffers mapped (module docstring); call before the server
+    starts its threads. The bench's reference servers call it too, so that they differ from modelport only in
+    what they leave out. False where unsupported."""
+    if _LIBC is None:
+        return False
+    settings = ((_M_ARENA_MAX, arenas), (_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    applied = [_LIBC.mallopt(parameter, value) == 1 for parameter, value in settings]  # each, even after a refusal
+    return all(applied)
 
 
 def trim() -> bool:

@@ -15,6 +15,7 @@ import orjson
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from runtime import memory
 from runtime.engines import EngineOptions
 from runtime.engines.onnx import session_options
 
@@ -27,6 +28,7 @@ def session(path: str, threads: int) -> ort.InferenceSession:
 
 def main() -> None:
     path, name, port, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    memory.tune_malloc()  # as modelport's main does
     session_ = session(path, threads)
     outputs = [o.name for o in session_.get_outputs()]
 

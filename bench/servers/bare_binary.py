@@ -20,11 +20,14 @@ import uvloop
 from aiohttp import web
 from bare_aiohttp import session
 
+from runtime import memory
+
 HEADER = "Inference-Header-Content-Length"
 
 
 def main() -> None:
     path, name, port, threads = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    memory.tune_malloc()  # as modelport's main does
     model = session(path, threads)
     outputs = [o.name for o in model.get_outputs()]
     pool = ThreadPoolExecutor(max_workers=threads)

@@ -76,3 +76,71 @@ def test_trimmer_trims_after_activity_only(monkeypatch: pytest.MonkeyPatch) -> N
     assert after_load == 1
     assert idle == 1
     assert busy == 2
+
+
+CHURN = textwrap.dedent(
+    """
+    import json, resource, sys
+    sys.path.insert(0, sys.argv[1])
+    from runtime import memory
+
+    tuned = memory.tune_malloc() if sys.argv[2] == "tuned" else None
+
+    def request():
+        chunks = [bytes(256 << 10) for _ in range(3)]  # a 768 KB body as the socket hands it over
+        body = b"".join(chunks)  # joined once (runtime/handlers/common.py, read_body)
+        del chunks, body
+
+    for _ in range(20):
+        request()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(200):
+        request()
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 200
+    print(json.dumps({"tuned": tuned, "faults": faults}))
+    """
+)
+
+
+def _churn(mode: str) -> dict:
+    import json
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    out = subprocess.run([sys.executable, "-c", CHURN, root, mode], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_tuned_malloc_keeps_a_request_bodys_pages_mapped() -> None:
+    """glibc's defaults give a freed request body's pages back and fault them in again on the next request
+    (hundreds of page faults per request); with ``tune_malloc`` the next request reuses them."""
+    plain, tuned = _churn("plain"), _churn("tuned")
+    assert plain["faults"] > 100, plain  # the churn is real here, so the next assertion means something
+    assert tuned["tuned"] is True
+    assert tuned["faults"] < 5, tuned
+
+
+def test_the_server_tunes_malloc_before_it_serves(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    import runtime.__main__ as entry
+
+    order: list[str] = []
+    monkeypatch.setattr(memory, "tune_malloc", lambda: order.append("tune_malloc") or True)
+
+    async def serve(settings) -> int:
+        order.append("serve")
+        return 0
+
+    monkeypatch.setattr(entry, "serve", serve)
+    assert entry.main(["--repository", str(tmp_path)]) == 0
+    assert order == ["tune_malloc", "serve"]
+
+
+def test_the_bench_references_run_with_the_servers_allocator_settings() -> None:
+    """``make bench``'s raw loop, bare servers and no-op floor differ from modelport only in what they leave out:
+    the no-op without ``tune_malloc`` measured several times its real transport cost (bench/notes.md, "Session 12")."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench"
+    for script in ("raw_ort.py", "servers/bare_aiohttp.py", "servers/bare_binary.py", "servers/noop_http.py"):
+        text = (bench / script).read_text()
+        assert "from runtime import memory" in text and "memory.tune_malloc()" in text, script
