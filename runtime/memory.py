@@ -16,8 +16,8 @@ its own freed memory.
 Freed pages stay mapped between those trims (``tune_malloc``). glibc's defaults return memory on every
 ``free``: a block above the mmap threshold is unmapped at once, and free space at the heap's top past the trim
 threshold (twice the largest block it has seen) is given back. A request's buffers are that size: a 600 KB
-tensor body is allocated and freed several times per request (the socket's chunks, the joined body, the
-response), so each request unmapped them and the next one faulted every page back in, hundreds of page
+tensor body is allocated and freed several times per request (the socket's chunks, the joined body; a large
+answer too), so each request unmapped them and the next one faulted every page back in, hundreds of page
 faults per request, which on a virtual machine cost more than the bytes' copies. ``tune_malloc`` sets both
 thresholds (which also stops glibc moving them): blocks up to ``MMAP_THRESHOLD`` come from the heap, and up
 to ``TRIM_THRESHOLD`` of free heap top stays mapped until ``HeapTrimmer``'s next trim.
